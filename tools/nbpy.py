@@ -1,0 +1,44 @@
+"""Author notebooks as plain text: convert between `.ipynb` and a percent-format text file.
+
+Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written as plain markdown, not
+commented). Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
+convert back, run (`tools/nbrun.py`) and `nbdev_clean` before committing.
+
+    python tools/nbpy.py to-nb draft.py nbs/02_attention.ipynb
+    python tools/nbpy.py to-py nbs/02_attention.ipynb draft.py
+"""
+import json, sys
+from pathlib import Path
+
+
+def py2nb(text: str) -> dict:
+    cells, kind, buf = [], None, []
+    def flush():
+        if kind is None: return
+        src = '\n'.join(buf).strip('\n')
+        cell = {'cell_type': kind, 'metadata': {}, 'source': src.splitlines(True)}
+        if kind == 'code': cell.update(execution_count=None, outputs=[])
+        cells.append(cell)
+    for line in text.splitlines():
+        s = line.strip()
+        if s in ('# %%', '# %% [markdown]', '# %% [md]'):
+            flush(); kind, buf = ('code' if s == '# %%' else 'markdown'), []
+        else: buf.append(line)
+    flush()
+    return {'cells': cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+            'nbformat': 4, 'nbformat_minor': 5}
+
+
+def nb2py(nb: dict) -> str:
+    parts = []
+    for c in nb['cells']:
+        src = ''.join(c['source'])
+        parts.append(('# %%' if c['cell_type'] == 'code' else '# %% [markdown]') + '\n' + src + '\n')
+    return '\n'.join(parts)
+
+
+if __name__ == '__main__':
+    cmd, src, dst = sys.argv[1:4]
+    if cmd == 'to-nb': Path(dst).write_text(json.dumps(py2nb(Path(src).read_text()), indent=1, ensure_ascii=False) + '\n')
+    elif cmd == 'to-py': Path(dst).write_text(nb2py(json.loads(Path(src).read_text())))
+    else: sys.exit(__doc__)
