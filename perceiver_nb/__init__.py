@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #053075e1
+# %% ../nbs/90_api.ipynb #578094eb
 from .core import *
 from .config import *
+from .preprocessors.text import *
