@@ -190,3 +190,10 @@ def test_builder_errors_name_the_argument():
         build_position_encoding('none')
     with pytest.raises(ValueError, match='`trainable_position_encoding_kwargs`'):
         build_position_encoding('trainable', fourier_position_encoding_kwargs=dict(num_bands=4, max_resolution=(8,)))
+
+
+def test_fourier_default_device_like_reference():
+    module = PerceiverFourierPositionEncoding(3, (4, 5))
+    got = module((4, 5), 2, None, torch.float32)  # the reference accepts device=None (the default device)
+    assert torch.equal(got, hf.PerceiverFourierPositionEncoding(3, (4, 5))((4, 5), 2, None, torch.float32))
+    assert module((4, 5), 2, 'cpu', torch.float32).data_ptr() == got.data_ptr()
