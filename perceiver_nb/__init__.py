@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #578094eb
+# %% ../nbs/90_api.ipynb #d0f9bf64
 from .core import *
+from .position import *
 from .config import *
 from .preprocessors.text import *
