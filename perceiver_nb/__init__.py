@@ -4,5 +4,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #44c567df
+# %% ../nbs/90_api.ipynb #578094eb
 from .core import *
+from .config import *
+from .preprocessors.text import *
