@@ -8,3 +8,4 @@ __all__ = []
 from .core import *
 from .config import *
 from .preprocessors.text import *
+from .image_processor import *
