@@ -9,4 +9,5 @@ from .core import *
 from .position import *
 from .config import *
 from .preprocessors.text import *
+from .preprocessors.image import *
 from .image_processor import *
