@@ -15,6 +15,8 @@ import argparse, os, sys, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Notebooks import the package of the tree they belong to, installed or not.
+if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
 
 def notebooks(root: Path = ROOT) -> list[Path]:
