@@ -6,5 +6,6 @@ __all__ = []
 
 # %% ../nbs/90_api.ipynb #578094eb
 from .core import *
+from .tokenizer import *
 from .config import *
 from .preprocessors.text import *
