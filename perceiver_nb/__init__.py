@@ -4,8 +4,9 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #6b51b279
+# %% ../nbs/90_api.ipynb #e2bbc8af
 from .core import *
+from .tokenizer import *
 from .position import *
 from .config import *
 from .preprocessors.text import *
