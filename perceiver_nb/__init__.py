@@ -7,3 +7,5 @@ __all__ = []
 # %% ../nbs/90_api.ipynb #053075e1
 from .core import *
 from .config import *
+from .outputs import *
+from .weights import *
