@@ -6,10 +6,12 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #3e540509
+# %% ../nbs/90_api.ipynb #d1765152
 from .core import *
 from .tokenizer import *
 from .position import *
 from .config import *
+from .outputs import *
+from .weights import *
 from .preprocessors.text import *
 from .image_processor import *
