@@ -8,5 +8,8 @@ __all__ = []
 from .core import *
 from .position import *
 from .config import *
+from .attention import *
+from .layers import *
+from .encoder import *
 from .preprocessors.text import *
 from .image_processor import *
