@@ -6,9 +6,12 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #d1765152
+# %% ../nbs/90_api.ipynb #7bf23117
 from .core import *
 from .tokenizer import *
+from .attention import *
+from .layers import *
+from .encoder import *
 from .position import *
 from .config import *
 from .outputs import *
