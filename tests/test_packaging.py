@@ -22,7 +22,7 @@ def _public_names() -> list[str]:
     import perceiver_nb
     mods = [m.name for m in pkgutil.walk_packages(perceiver_nb.__path__, 'perceiver_nb.')
             if not m.name.split('.')[-1].startswith('_')]
-    return sorted({n for m in mods for n in importlib.import_module(m).__all__})
+    return sorted({n for m in mods for n in getattr(importlib.import_module(m), '__all__', [])})
 
 
 @pytest.fixture(scope='module')
