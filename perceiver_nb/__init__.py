@@ -10,3 +10,7 @@ from .position import *
 from .config import *
 from .preprocessors.text import *
 from .image_processor import *
+from .attention import *
+from .layers import *
+from .encoder import *
+from .postprocessors import *
