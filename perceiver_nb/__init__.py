@@ -8,6 +8,8 @@ __all__ = []
 from .core import *
 from .position import *
 from .config import *
+from .outputs import *
+from .weights import *
 from .preprocessors.text import *
 from .image_processor import *
 from .attention import *
