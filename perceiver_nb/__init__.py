@@ -15,4 +15,7 @@ from .image_processor import *
 from .attention import *
 from .layers import *
 from .encoder import *
+from .decoders.basic import *
+from .decoders.projection import *
+from .decoders.classification import *
 from .postprocessors import *
