@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #7bf23117
+# %% ../nbs/90_api.ipynb #207dee64
 from .core import *
 from .tokenizer import *
 from .attention import *
@@ -18,3 +18,7 @@ from .outputs import *
 from .weights import *
 from .preprocessors.text import *
 from .image_processor import *
+from .decoders.basic import *
+from .decoders.projection import *
+from .decoders.classification import *
+from .postprocessors import *
