@@ -127,7 +127,8 @@ class PerceiverBasicDecoder(PerceiverAbstractDecoder):
             if subsampled_points.is_floating_point() or subsampled_points.dtype == torch.bool:
                 raise ValueError(f'`subsampled_points` must hold integer indices, got dtype {subsampled_points.dtype}')
             check_range(subsampled_points, 'subsampled_points', 0, math.prod(dims))
-            if trainable: return self.output_position_encodings(B)  # a table ignores positions: all O rows
+            if trainable:  # a table has one row per output: take the chosen rows (transformers returns all O)
+                return self.output_position_encodings(B)[:, subsampled_points.to(inputs.device)]
             self._check_fourier_dims(dims)
             pos = _subsampled_positions(subsampled_points.to(inputs.device), dims)  # (P, d)
             return self.output_position_encodings(dims, batch_size=B, device=inputs.device, dtype=inputs.dtype,
