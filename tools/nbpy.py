@@ -1,14 +1,36 @@
 """Author notebooks as plain text: convert between `.ipynb` and a percent-format text file.
 
-Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written as plain markdown, not
-commented). Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
+Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written as plain markdown). A draft
+whose markdown cells are all commented line by line (`# ## Heading`, the jupytext percent style) is uncommented on
+the way in, so its markdown does not turn into a stack of headings. Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
 convert back, run (`tools/nbrun.py`) and `nbdev_clean` before committing.
 
     python tools/nbpy.py to-nb draft.py nbs/02_attention.ipynb
     python tools/nbpy.py to-py nbs/02_attention.ipynb draft.py
+    python tools/nbpy.py uncomment nbs/02_attention.ipynb   # fix a notebook made from a commented draft
 """
 import json, sys
 from pathlib import Path
+
+
+def _commented(src: str) -> bool:
+    return all(l == '#' or l.startswith('# ') for l in src.splitlines())
+
+
+def all_markdown_commented(cells: list) -> bool:
+    "True when every markdown cell is commented line by line (`# ...`): a draft in jupytext's percent style."
+    md = [''.join(c['source']) for c in cells if c['cell_type'] == 'markdown']
+    return bool(md) and all(_commented(s) for s in md)
+
+
+def uncomment_markdown(cells: list) -> list:
+    "Strip the `# ` prefix from the lines of every markdown cell (only if all of them carry it)."
+    if not all_markdown_commented(cells): return cells
+    for c in cells:
+        if c['cell_type'] != 'markdown': continue
+        src = '\n'.join(l[2:] for l in ''.join(c['source']).splitlines())
+        c['source'] = src.splitlines(True)
+    return cells
 
 
 def py2nb(text: str) -> dict:
@@ -25,7 +47,7 @@ def py2nb(text: str) -> dict:
             flush(); kind, buf = ('code' if s == '# %%' else 'markdown'), []
         else: buf.append(line)
     flush()
-    return {'cells': cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+    return {'cells': uncomment_markdown(cells), 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
             'nbformat': 4, 'nbformat_minor': 5}
 
 
@@ -38,7 +60,11 @@ def nb2py(nb: dict) -> str:
 
 
 if __name__ == '__main__':
-    cmd, src, dst = sys.argv[1:4]
-    if cmd == 'to-nb': Path(dst).write_text(json.dumps(py2nb(Path(src).read_text()), indent=1, ensure_ascii=False) + '\n')
+    cmd, src, dst = (sys.argv[1:4] + [None])[:3]
+    if cmd == 'uncomment':
+        nb = json.loads(Path(src).read_text())
+        uncomment_markdown(nb['cells'])
+        Path(src).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+    elif cmd == 'to-nb': Path(dst).write_text(json.dumps(py2nb(Path(src).read_text()), indent=1, ensure_ascii=False) + '\n')
     elif cmd == 'to-py': Path(dst).write_text(nb2py(json.loads(Path(src).read_text())))
     else: sys.exit(__doc__)
