@@ -6,7 +6,9 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #578094eb
+# %% ../nbs/90_api.ipynb #6b51b279
 from .core import *
+from .position import *
 from .config import *
 from .preprocessors.text import *
+from .image_processor import *
