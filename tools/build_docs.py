@@ -20,6 +20,7 @@ myst-nb and the furo theme, fully offline:
     python tools/build_docs.py --run-missing   # first run notebooks whose executed copy is missing or stale
     python tools/build_docs.py --no-repo-files # build _docs/ only (the tests do this, then compare)
     python tools/build_docs.py --check         # fail if README.md or nbs/sidebar.yml is not what a build writes
+    python tools/build_docs.py --sidebar       # only rewrite nbs/sidebar.yml (tools/check_sync.py does this)
     python tools/build_docs.py --fetch-assets  # only make sure MathJax is at hand (used by `make setup`)
 
 Run it with `IN_TEST` unset: nbdev's processors skip work when it is set.
@@ -472,9 +473,11 @@ def main():
     ap.add_argument('--no-repo-files', action='store_true', help='do not write README.md and nbs/sidebar.yml')
     ap.add_argument('--check', action='store_true', help='only check README.md and nbs/sidebar.yml are up to date')
     ap.add_argument('--fetch-assets', action='store_true', help='only make sure MathJax is at hand')
+    ap.add_argument('--sidebar', action='store_true', help='only rewrite nbs/sidebar.yml from the notebook list')
     ap.add_argument('--workers', type=int, default=2, help='processes for the nbdev processing step')
     args = ap.parse_args()
     if args.fetch_assets: print(ensure_mathjax()); return
+    if args.sidebar: _write_if_changed(SIDEBAR, sidebar_yml()); return
     os.environ.pop('IN_TEST', None)
     start, cfg, paths = time.time(), settings(), notebooks()
     ensure_executed(paths, args.run_missing)
