@@ -91,11 +91,21 @@ def sidebar_yml(paths: list[Path] | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- executed copies
+def is_fresh(path: Path) -> bool:
+    "Whether the executed copy of notebook `path` is from its current text: as new as it, or with the same cells."
+    dest = EXECUTED/path.relative_to(NBS)
+    if not dest.exists(): return False
+    if dest.stat().st_mtime >= path.stat().st_mtime: return True
+    # execnb writes a copy only when it changed, so a notebook touched but not edited leaves an older, valid copy
+    def cells(p): return [(c['cell_type'], ''.join(c['source'])) for c in json.loads(p.read_text(encoding='utf-8'))['cells']]
+    return cells(dest) == cells(path)
+
+
 def ensure_executed(paths: list[Path], run_missing: bool):
-    "Make sure every notebook has an executed copy in `_executed/` at least as new as its source."
+    "Make sure every notebook has an executed copy in `_executed/` that is from its current text."
     for p in paths:
+        if is_fresh(p): continue
         dest = EXECUTED/p.relative_to(NBS)
-        if dest.exists() and dest.stat().st_mtime >= p.stat().st_mtime: continue
         if not run_missing:
             sys.exit(f'{dest.relative_to(ROOT)} is missing or older than {p.relative_to(ROOT)}: run the notebooks first '
                      '(`python tools/nbrun.py --dest _executed`, or `make docs`), or pass --run-missing.')
@@ -126,7 +136,7 @@ def _use_this_checkout_for_lookups():
 
 
 def _process_one(src: str, dst: str) -> str:
-    "Run nbdev's documentation processors on one executed notebook (in a worker process)."
+    "Run nbdev's documentation processors on one executed notebook (here, or in a worker process)."
     os.chdir(ROOT)
     os.environ.pop('IN_TEST', None)
     _use_this_checkout_for_lookups()
@@ -144,7 +154,7 @@ def _process_one(src: str, dst: str) -> str:
     return dst
 
 
-def process(paths: list[Path], workers: int = 2) -> dict[Path, Path]:
+def process(paths: list[Path], workers: int = 1) -> dict[Path, Path]:
     "Process the executed copies into `_proc/nbs/`; a copy newer than its input and the build inputs is reused."
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
@@ -158,7 +168,9 @@ def process(paths: list[Path], workers: int = 2) -> dict[Path, Path]:
         out[rel] = dst
         if dst.exists() and dst.stat().st_mtime >= max(src.stat().st_mtime, newest_dep): continue
         todo.append((str(src), str(dst)))
-    if todo:
+    if workers <= 1:  # the default: the imports the notebooks need (torch, ...) are paid once, not once per worker
+        for src, dst in todo: _process_one(src, dst)
+    elif todo:
         from tools import build_docs as this  # workers import the worker function by its module name
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context('spawn')) as ex:
             list(ex.map(this._process_one, *zip(*todo)))
@@ -474,7 +486,7 @@ def main():
     ap.add_argument('--check', action='store_true', help='only check README.md and nbs/sidebar.yml are up to date')
     ap.add_argument('--fetch-assets', action='store_true', help='only make sure MathJax is at hand')
     ap.add_argument('--sidebar', action='store_true', help='only rewrite nbs/sidebar.yml from the notebook list')
-    ap.add_argument('--workers', type=int, default=2, help='processes for the nbdev processing step')
+    ap.add_argument('--workers', type=int, default=1, help='processes for the nbdev processing step (1: in this one)')
     args = ap.parse_args()
     if args.fetch_assets: print(ensure_mathjax()); return
     if args.sidebar: _write_if_changed(SIDEBAR, sidebar_yml()); return
@@ -493,7 +505,12 @@ def main():
     write_site_source(paths, procd, cfg)
     index = build_sphinx()
     print(f'docs built in {time.time() - start:.0f}s; open {index}', file=sys.stderr, flush=True)
-    print(index)
+    print(index, flush=True)
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    # Every notebook processed left an IPython shell whose exit hook runs a full garbage collection (about a second
+    # each); the build is done and written, so leave without them.
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(0)
