@@ -60,4 +60,4 @@ docs: setup notebooks
 	env -u IN_TEST $(PY) tools/build_docs.py
 
 clean:
-	rm -rf _docs _proc _executed _artifacts build dist *.egg-info .pytest_cache
+	rm -rf _docs _proc _sphinx _executed _artifacts build dist *.egg-info .pytest_cache

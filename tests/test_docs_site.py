@@ -178,7 +178,11 @@ def test_quarto_config_matches_the_site():
     assert cfg.get('custom_sidebar', '').lower() == 'true', 'settings.ini: custom_sidebar = True keeps nbs/sidebar.yml'
     nbdev_yml = (NBS/'nbdev.yml').read_text()
     assert f'title: "{cfg["title"]}"' in nbdev_yml and f'repo-url: "{cfg["git_url"]}"' in nbdev_yml
-    assert 'sidebar.yml' in (NBS/'_quarto.yml').read_text()
+    import yaml
+    quarto = yaml.safe_load((NBS/'_quarto.yml').read_text())
+    assert 'sidebar.yml' in quarto['metadata-files']
+    assert any(item.get('href') == cfg['git_url'] for item in quarto['website']['navbar'].get('right', [])), \
+        'nbs/_quarto.yml: the navbar should link the repository (git_url)'
     listed = re.findall(r'^\s*- (\S+\.ipynb)\s*$', (NBS/'sidebar.yml').read_text(), flags=re.MULTILINE)
     assert listed == [r.as_posix() for _, members in bd.series() for r in members]
 
@@ -240,7 +244,7 @@ def test_math_renders(crawl):
 def test_every_image_loads(crawl):
     pngs = 0
     for nb in notebooks():  # figures of the processed notebooks (hidden cells are not on the pages)
-        cells = json.loads((ROOT/'_proc'/'nbs'/nb.relative_to(NBS)).read_text())['cells']
+        cells = json.loads((bd.PROC_NBS/nb.relative_to(NBS)).read_text())['cells']
         pngs += sum('image/png' in o.get('data', {}) for c in cells for o in c.get('outputs', []))
     shown = 0
     for name, info in crawl['pages'].items():

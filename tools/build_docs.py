@@ -7,8 +7,8 @@ myst-nb and the furo theme, fully offline:
 1. take the executed copies in `_executed/` (written by `tools/nbrun.py --dest _executed` or by the notebook tests;
    `--run-missing` runs any notebook whose copy is missing or older than its source), so no page shows stale output;
 2. process them with nbdev's documentation processors (`FilterDefaults`: frontmatter, `show_doc` for every exported
-   symbol, hidden cells removed, doc links) into `_proc/nbs/`, as `nbdev_docs` does before Quarto renders;
-3. turn them into Sphinx pages in `_proc/site/`: the frontmatter becomes the title, `show_doc` output becomes part of
+   symbol, hidden cells removed, doc links) into `_sphinx/nbs/`, as `nbdev_docs` does into `_proc/` before Quarto renders;
+3. turn them into Sphinx pages in `_sphinx/site/`: the frontmatter becomes the title, `show_doc` output becomes part of
    the page with an anchor per symbol (`core.html#set_seed`, as nbdev names them) and a source link to a generated
    page of the module's code with line anchors (plus the GitHub link), `#|` directives become myst-nb tags;
 4. build the site into `_docs/` with MathJax served from the site (npm `mathjax@3.2.2`, fetched once), so no page
@@ -36,7 +36,8 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
 from tools.nbrun import notebooks, run_notebook  # noqa: E402
 
-NBS, EXECUTED, PROC, DOCS = ROOT/'nbs', ROOT/'_executed', ROOT/'_proc', ROOT/'_docs'
+# Scratch lives in _sphinx/, not in nbdev's _proc/: Quarto (nbdev_docs) renders everything under _proc/.
+NBS, EXECUTED, PROC, DOCS = ROOT/'nbs', ROOT/'_executed', ROOT/'_sphinx', ROOT/'_docs'
 PROC_NBS, SITE_SRC, DOCTREES, HTML = PROC/'nbs', PROC/'site', PROC/'doctrees', PROC/'html'
 README, SIDEBAR = ROOT/'README.md', NBS/'sidebar.yml'
 README_FILES = ROOT/'README_files'  # images of README.md, if the index page ever shows one
@@ -155,7 +156,7 @@ def _process_one(src: str, dst: str) -> str:
 
 
 def process(paths: list[Path], workers: int = 1) -> dict[Path, Path]:
-    "Process the executed copies into `_proc/nbs/`; a copy newer than its input and the build inputs is reused."
+    "Process the executed copies into `_sphinx/nbs/`; a copy newer than its input and the build inputs is reused."
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
     lib = settings()['lib_name']
@@ -410,7 +411,7 @@ def _write_if_changed(path: Path, text: str):
 
 
 def write_site_source(paths: list[Path], procd: dict[Path, Path], cfg: dict):
-    "Fill `_proc/site/` with conf.py, static files, one page per notebook and one per module source."
+    "Fill `_sphinx/site/` with conf.py, static files, one page per notebook and one per module source."
     pages = {r.as_posix(): page_name(r) for r in procd}
     wanted = set()
     for rel, proc in procd.items():
@@ -434,7 +435,7 @@ def write_site_source(paths: list[Path], procd: dict[Path, Path], cfg: dict):
 
 def build_sphinx() -> Path:
     from sphinx.cmd.build import build_main
-    # Sphinx builds incrementally into _proc/html (myst-nb keeps output images beside it, in _proc/jupyter_execute);
+    # Sphinx builds incrementally into _sphinx/html (myst-nb keeps output images beside it, in _sphinx/jupyter_execute);
     # _docs/ is then a fresh copy, so a page of a removed notebook does not linger there.
     args = ['-b', 'html', '-q', '-d', str(DOCTREES), str(SITE_SRC), str(HTML)]
     if build_main(args) != 0: sys.exit('sphinx-build failed')
