@@ -70,6 +70,10 @@ def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, ti
         raise NotebookError(f'{path.name} failed:\n{shell.prettytb(fname=path)}') from None
     finally:
         os.chdir(cwd)
+        # Notebooks share this process: undo the global switches a page may flip, so the next page starts clean.
+        if 'torch' in sys.modules:
+            import torch
+            torch.set_grad_enabled(True); torch.set_default_dtype(torch.float32)
     if dest is not None:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
