@@ -1,7 +1,7 @@
 """Author notebooks as plain text: convert between `.ipynb` and a percent-format text file.
 
-Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written as plain markdown, not
-commented). Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
+Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written plainly or commented
+jupytext-style with every line starting `# `). Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
 convert back, run (`tools/nbrun.py`) and `nbdev_clean` before committing.
 
     python tools/nbpy.py to-nb draft.py nbs/02_attention.ipynb
@@ -15,7 +15,11 @@ def py2nb(text: str) -> dict:
     cells, kind, buf = [], None, []
     def flush():
         if kind is None: return
-        src = '\n'.join(buf).strip('\n')
+        lines = buf
+        # Markdown may also be written commented, jupytext-style ('# text'): strip the comment marks then.
+        if kind == 'markdown' and any(l.strip() for l in lines) and all(l == '#' or l.startswith('# ') or not l.strip() for l in lines):
+            lines = [l[2:] if l.startswith('# ') else '' for l in lines]
+        src = '\n'.join(lines).strip('\n')
         cell = {'cell_type': kind, 'metadata': {}, 'source': src.splitlines(True)}
         if kind == 'code': cell.update(execution_count=None, outputs=[])
         cells.append(cell)
