@@ -6,9 +6,25 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #6b51b279
+# %% ../nbs/90_api.ipynb #2e7ff874
 from .core import *
+from .tokenizer import *
+from .attention import *
+from .layers import *
+from .encoder import *
 from .position import *
 from .config import *
+from .outputs import *
+from .weights import *
 from .preprocessors.text import *
 from .image_processor import *
+from .decoders.basic import *
+from .decoders.projection import *
+from .decoders.classification import *
+from .postprocessors import *
+from .model import *
+
+# %% ../nbs/90_api.ipynb #4f9bf7fe
+import sys as _sys
+__all__ = sorted({_n for _m, _mod in list(_sys.modules.items()) if _m.startswith('perceiver_nb.')
+                  for _n in getattr(_mod, '__all__', [])})

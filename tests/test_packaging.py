@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(cmd, **kw):
-    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV')}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
     assert res.returncode == 0, f'{" ".join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}'
     return res.stdout
 

@@ -1,13 +1,12 @@
 """Author notebooks as plain text: convert between `.ipynb` and a percent-format text file.
 
-Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written as plain markdown). A draft
-whose markdown cells are all commented line by line (`# ## Heading`, the jupytext percent style) is uncommented on
-the way in, so its markdown does not turn into a stack of headings. Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
+Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown, written plainly or commented
+jupytext-style with every line starting `# `). Handy for writing or reviewing a notebook in an editor; the `.ipynb` stays the source of truth, so
 convert back, run (`tools/nbrun.py`) and `nbdev_clean` before committing.
 
     python tools/nbpy.py to-nb draft.py nbs/02_attention.ipynb
     python tools/nbpy.py to-py nbs/02_attention.ipynb draft.py
-    python tools/nbpy.py uncomment nbs/02_attention.ipynb   # fix a notebook made from a commented draft
+    python tools/nbpy.py uncomment nbs/02_attention.ipynb   # fix a notebook whose markdown was saved commented
 """
 import json, sys
 from pathlib import Path
@@ -18,7 +17,7 @@ def _commented(src: str) -> bool:
 
 
 def all_markdown_commented(cells: list) -> bool:
-    "True when every markdown cell is commented line by line (`# ...`): a draft in jupytext's percent style."
+    "True when every markdown cell is commented line by line (`# ...`): a notebook made from a jupytext-style draft."
     md = [''.join(c['source']) for c in cells if c['cell_type'] == 'markdown']
     return bool(md) and all(_commented(s) for s in md)
 
@@ -28,8 +27,7 @@ def uncomment_markdown(cells: list) -> list:
     if not all_markdown_commented(cells): return cells
     for c in cells:
         if c['cell_type'] != 'markdown': continue
-        src = '\n'.join(l[2:] for l in ''.join(c['source']).splitlines())
-        c['source'] = src.splitlines(True)
+        c['source'] = '\n'.join(l[2:] for l in ''.join(c['source']).splitlines()).splitlines(True)
     return cells
 
 
@@ -37,7 +35,11 @@ def py2nb(text: str) -> dict:
     cells, kind, buf = [], None, []
     def flush():
         if kind is None: return
-        src = '\n'.join(buf).strip('\n')
+        lines = buf
+        # Markdown may also be written commented, jupytext-style ('# text'): strip the comment marks then.
+        if kind == 'markdown' and any(l.strip() for l in lines) and all(l == '#' or l.startswith('# ') or not l.strip() for l in lines):
+            lines = [l[2:] if l.startswith('# ') else '' for l in lines]
+        src = '\n'.join(lines).strip('\n')
         cell = {'cell_type': kind, 'metadata': {}, 'source': src.splitlines(True)}
         if kind == 'code': cell.update(execution_count=None, outputs=[])
         cells.append(cell)
@@ -47,7 +49,7 @@ def py2nb(text: str) -> dict:
             flush(); kind, buf = ('code' if s == '# %%' else 'markdown'), []
         else: buf.append(line)
     flush()
-    return {'cells': uncomment_markdown(cells), 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
+    return {'cells': cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
             'nbformat': 4, 'nbformat_minor': 5}
 
 

@@ -40,21 +40,6 @@ def skip_flags(root: Path = ROOT) -> set[str]:
 class NotebookError(Exception): pass
 
 
-def _torch_state():
-    "Process-wide torch settings a notebook may change (`torch.set_grad_enabled(False)` on an inspection page)."
-    torch = sys.modules.get('torch')
-    return (torch.is_grad_enabled(), torch.get_default_dtype()) if torch else (True, None)
-
-
-def _restore_torch_state(state):
-    "Undo such changes, so a notebook run in-process (the notebook tests) leaves later tests unaffected."
-    torch = sys.modules.get('torch')
-    if torch is None: return
-    grad, dtype = state
-    torch.set_grad_enabled(grad)
-    torch.set_default_dtype(dtype or torch.float32)
-
-
 def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, timeout: int | None = None):
     "Execute `path` skipping flagged cells except `flags`; write the executed notebook to `dest` if given."
     from execnb.nbio import read_nb, write_nb
@@ -77,7 +62,7 @@ def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, ti
         return False
 
     shell = CaptureShell(path, mpl_format='png')
-    start, cwd, torch_state = time.time(), os.getcwd(), _torch_state()
+    start, cwd = time.time(), os.getcwd()
     try:
         os.chdir(path.parent)
         shell.run_all(nb, exc_stop=True, preproc=_no_eval)
@@ -86,7 +71,10 @@ def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, ti
     finally:
         os.chdir(cwd)
         atexit.unregister(shell.atexit_operations)  # its exit hook costs a full gc (~1 s) per notebook run
-        _restore_torch_state(torch_state)
+        # Notebooks share this process: undo the global switches a page may flip, so the next page starts clean.
+        if 'torch' in sys.modules:
+            import torch
+            torch.set_grad_enabled(True); torch.set_default_dtype(torch.float32)
     if dest is not None:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
