@@ -96,6 +96,7 @@ _PAGE_JS = """() => {
   }
   return {
     title: h1 ? h1.textContent.replace(/[#¶]/g, '').trim() : null,
+    h1s: [...main.querySelectorAll('h1')].map(h => h.textContent.replace(/[#¶]/g, '').trim()),
     images: [...main.querySelectorAll('img')].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0})),
     math: document.querySelectorAll('mjx-container').length,
     math_errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
@@ -195,6 +196,7 @@ def test_every_notebook_has_a_page(crawl):
         want = nb_title(nb)
         assert info['title'] and not info['title'].startswith('#'), f'{name}.html has no proper title: {info["title"]!r}'
         if want: assert info['title'] == want, f'{name}.html is titled {info["title"]!r}, the notebook {want!r}'
+        assert len(info['h1s']) == 1, f'{nb.name}: only the title may be an H1 (`# `), the page has {info["h1s"]}'
 
 
 def test_sidebar_leads_to_every_page(crawl, server):
@@ -207,7 +209,7 @@ def test_sidebar_leads_to_every_page(crawl, server):
     want = [g for g, _ in bd.series() if g]
     assert crawl['pages']['index']['sidebar_captions'] == [g.upper() for g in want] or \
            [c.lower() for c in crawl['pages']['index']['sidebar_captions']] == [g.lower() for g in want]
-    order = [urlparse(u).path.strip('/').removesuffix('.html') for u in side]
+    order = [urlparse(u).path.strip('/').removesuffix('.html') for u in side if not urlparse(u).fragment]
     expected = [bd.page_name(r) for g, members in bd.series() if g for r in members]
     assert order == expected, 'the sidebar is not in series order'
 
