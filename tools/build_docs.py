@@ -31,6 +31,8 @@ import argparse, html, json, os, re, shutil, subprocess, sys, tarfile, tempfile,
 from configparser import ConfigParser
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
@@ -261,7 +263,6 @@ def to_page(nb: dict, rel: Path, cfg: dict, pages: dict[str, str], readme: bool 
         if c['cell_type'] == 'raw':
             m = re.match(r'^\s*---\s*\n(.*?)\n---\s*$', src, flags=re.DOTALL)
             if not m: continue
-            import yaml
             fm = yaml.safe_load(m.group(1)) or {}
             title = str(fm.get('title', page_name(rel)))
             desc = fm.get('description')
