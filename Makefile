@@ -13,6 +13,8 @@ BIN := $(VENV)/bin
 # Override for another platform or accelerator, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124"
 TORCH_SPEC ?= torch==2.13.0
 SETUP_STAMP := $(VENV)/.stamp-setup
+DOCS_STAMP := $(VENV)/.stamp-docs
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: setup test sync notebooks docs clean help
 .DEFAULT_GOAL := help
@@ -30,7 +32,18 @@ $(SETUP_STAMP): settings.ini setup.py
 	-$(BIN)/nbdev_install_hooks >/dev/null 2>&1
 	touch $@
 
-setup: $(SETUP_STAMP)
+# The docs build serves MathJax from the site (npm mathjax@3.2.2, fetched once into the venv) and the browser tests
+# drive Debian's chromium (installed here when missing and we are root, as in CI; never `playwright install`).
+$(DOCS_STAMP): $(SETUP_STAMP) tools/build_docs.py
+	$(PY) tools/build_docs.py --fetch-assets >/dev/null
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "$(CHROMIUM) is missing: install Debian's chromium (apt-get install -y chromium) for the browser tests"; fi; \
+	fi
+	touch $@
+
+setup: $(SETUP_STAMP) $(DOCS_STAMP)
 
 sync: setup
 	$(PY) tools/check_sync.py
@@ -41,8 +54,10 @@ test: setup sync
 notebooks: setup
 	$(PY) tools/nbrun.py --dest _executed
 
+# Builds the site from this run's executed notebooks (no stale output), rewrites README.md and nbs/sidebar.yml from
+# the notebooks (commit them if they changed) and ends by printing the path of _docs/index.html.
 docs: setup notebooks
-	@echo "The notebooks ran; their executed copies are in _executed/. The website build is not part of the project yet."
+	env -u IN_TEST $(PY) tools/build_docs.py
 
 clean:
-	rm -rf _docs _proc _executed _artifacts build dist *.egg-info .pytest_cache
+	rm -rf _docs _proc _sphinx _executed _artifacts build dist *.egg-info .pytest_cache

@@ -5,12 +5,12 @@
 # %% ../nbs/05_position_encoding.ipynb #59df1581
 from __future__ import annotations
 import abc, math
-from collections import OrderedDict, namedtuple
-from typing import Sequence
+from collections import OrderedDict
+from typing import NamedTuple, Sequence
 
 # %% auto #0
-__all__ = ['CacheInfo', 'build_linear_positions', 'PerceiverAbstractPositionEncoding', 'PerceiverTrainablePositionEncoding',
-           'generate_fourier_features', 'PerceiverFourierPositionEncoding', 'build_position_encoding']
+__all__ = ['build_linear_positions', 'PerceiverAbstractPositionEncoding', 'PerceiverTrainablePositionEncoding',
+           'generate_fourier_features', 'CacheInfo', 'PerceiverFourierPositionEncoding', 'build_position_encoding']
 
 # %% ../nbs/05_position_encoding.ipynb #f97bb785
 import torch
@@ -124,7 +124,12 @@ def generate_fourier_features(pos: torch.Tensor,  # (B, P, d) coordinates in [-1
     return torch.cat([pos, feats], dim=-1) if concat_pos else feats
 
 # %% ../nbs/05_position_encoding.ipynb #e62fa313
-CacheInfo = namedtuple('CacheInfo', ['hits', 'misses', 'maxsize', 'currsize'])
+class CacheInfo(NamedTuple):
+    "Statistics of a position-encoding table cache, as `functools.lru_cache`'s `cache_info()` reports them."
+    hits: int  # lookups served from the cache
+    misses: int  # lookups that computed a table
+    maxsize: int  # tables kept at most
+    currsize: int  # tables kept now
 
 # %% ../nbs/05_position_encoding.ipynb #89dedf11
 def _cache_device(device: torch.device | str | None) -> torch.device:

@@ -11,7 +11,7 @@ the documentation shows) or to another folder (the docs build renders from there
 """
 from __future__ import annotations
 
-import argparse, os, sys, time, traceback
+import argparse, atexit, os, sys, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,11 @@ def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, ti
         raise NotebookError(f'{path.name} failed:\n{shell.prettytb(fname=path)}') from None
     finally:
         os.chdir(cwd)
+        atexit.unregister(shell.atexit_operations)  # its exit hook costs a full gc (~1 s) per notebook run
+        # Notebooks share this process: undo the global switches a page may flip, so the next page starts clean.
+        if 'torch' in sys.modules:
+            import torch
+            torch.set_grad_enabled(True); torch.set_default_dtype(torch.float32)
     if dest is not None:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
