@@ -24,6 +24,7 @@ from .decoders.projection import *
 from .decoders.classification import *
 from .postprocessors import *
 from .model import *
+from .tasks.image import *
 
 # %% ../nbs/90_api.ipynb #4f9bf7fe
 import sys as _sys
