@@ -232,6 +232,21 @@ def test_fourier_features_without_concat_pos():
     torch.testing.assert_close(grid, out.reshape(2, 7, 9, 16), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize('prep_type,s,size', [('conv', 4, (21, 26)), ('conv1x1', 2, (10, 12))])
+def test_conv_modes_apply_per_frame_to_videos(prep_type, s, size):
+    "The reference's 2-D convolution refuses a video; ours convolves every frame, as DeepMind's hk.BatchApply does."
+    ours, ref = pair(prep_type=prep_type, spatial_downsample=s, out_channels=5, **fourier(3, 5, 6, num_bands=2))
+    x = torch.randn(2, 3, 3, *size)
+    with pytest.raises(RuntimeError): ref(x)
+    out, _, without = ours(x)
+    assert out.shape == (2, 3 * 5 * 6, 5 + 15) and out.shape[-1] == ours.num_channels
+    conv = ref.convnet if prep_type == 'conv' else ref.convnet_1x1
+    frames = torch.stack([conv(x[:, i]) for i in range(3)], dim=1)  # (B, T, C, H', W') from the reference, frame by frame
+    torch.testing.assert_close(without, frames.movedim(2, -1).reshape(2, 90, 5), atol=ATOL, rtol=0)
+    pos = hf.PerceiverFourierPositionEncoding(2, (3, 5, 6))((3, 5, 6), 2, 'cpu', torch.float32)
+    torch.testing.assert_close(out[..., 5:], pos, atol=0, rtol=0)
+
+
 def test_single_frame_group_keeps_time_axis_for_3d_positions():
     "The reference squeezes T/t == 1 away and then fails on its 3-D encoding; we keep the axis."
     kw = dict(prep_type='patches', spatial_downsample=2, temporal_downsample=3, **fourier(1, 4, 5, num_bands=2))
@@ -308,7 +323,6 @@ BAD_INPUTS = [
     (dict(prep_type='conv'), (2, 1, 8, 8), 'built with `in_channels`=3'),
     (dict(prep_type='pixels', spatial_downsample=1), (2, 2, 5, 8, 8), '`inputs` has 5 channels (axis 2'),
     (dict(prep_type='patches', spatial_downsample=2), (2, 4, 8, 8), 'built with `in_channels`=3'),
-    (dict(prep_type='conv'), (2, 2, 3, 8, 8), "`inputs` must have 4 dimensions (B, C, H, W) with prep_type='conv', got 5"),
     (dict(prep_type='pixels', spatial_downsample=1), (3, 8, 8), '`inputs` must have 4 dimensions (B, C, H, W) or 5 dimensions (B, T, C, H, W)'),
     (dict(prep_type='patches', spatial_downsample=3), (2, 3, 9, 10), '`inputs` width 10 must be divisible by `spatial_downsample`=3'),
     (dict(prep_type='patches', spatial_downsample=1, temporal_downsample=2), (2, 3, 3, 8, 8),
