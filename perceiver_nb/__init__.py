@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #2e7ff874
+# %% ../nbs/90_api.ipynb #9567a921
 from .core import *
 from .tokenizer import *
 from .attention import *
@@ -24,9 +24,10 @@ from .decoders.projection import *
 from .decoders.classification import *
 from .postprocessors import *
 from .model import *
+from .tasks.text import *
 from .tasks.image import *
 
-# %% ../nbs/90_api.ipynb #4f9bf7fe
+# %% ../nbs/90_api.ipynb #9372ac62
 import sys as _sys
 __all__ = sorted({_n for _m, _mod in list(_sys.modules.items()) if _m.startswith('perceiver_nb.')
                   for _n in getattr(_mod, '__all__', [])})
