@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/90_api.ipynb #9567a921
+# %% ../nbs/90_api.ipynb #82857a8f
 from .core import *
 from .tokenizer import *
 from .attention import *
@@ -27,7 +27,7 @@ from .model import *
 from .tasks.text import *
 from .tasks.image import *
 
-# %% ../nbs/90_api.ipynb #9372ac62
+# %% ../nbs/90_api.ipynb #c6bd519a
 import sys as _sys
 __all__ = sorted({_n for _m, _mod in list(_sys.modules.items()) if _m.startswith('perceiver_nb.')
                   for _n in getattr(_mod, '__all__', [])})
