@@ -12,6 +12,8 @@ import pytest
 import torch
 import transformers
 
+from parity import assert_outputs_close
+
 from perceiver_nb import (PerceiverConfig, PerceiverForImageClassificationConvProcessing,
                           PerceiverForImageClassificationFourier, PerceiverForImageClassificationLearned)
 from perceiver_nb.config import RELEASED_CONFIGS
@@ -71,20 +73,6 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int) -> None:
                 m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
                 m.num_batches_tracked.fill_(11)
-
-
-def assert_outputs_close(ours, theirs, what):
-    assert ours.logits.shape == theirs.logits.shape, what
-    gap = (ours.logits - theirs.logits).abs().max().item()
-    assert gap <= TOL, f'{what}: logits differ by {gap}'
-    for field in ('hidden_states', 'attentions', 'cross_attentions'):
-        a, b = getattr(ours, field), getattr(theirs, field)
-        assert (a is None) == (b is None), (what, field)
-        if a is None: continue
-        assert len(a) == len(b), (what, field, len(a), len(b))
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert x.shape == y.shape, (what, field, i, x.shape, y.shape)
-            assert torch.allclose(x, y, atol=TOL, rtol=0), f'{what}: {field}[{i}] differs by {(x - y).abs().max()}'
 
 
 @pytest.mark.parametrize('seed', range(4))

@@ -10,6 +10,8 @@ import pytest
 import torch
 import transformers
 
+from parity import assert_outputs_close
+
 from perceiver_nb import (PerceiverConfig, PerceiverForMaskedLM, PerceiverForSequenceClassification, PerceiverModel,
                           PerceiverTextPreprocessor, PerceiverClassificationDecoder)
 
@@ -45,19 +47,6 @@ def batch(cfg: dict, seed: int, length=None, pad=True):
     mask = torch.ones(3, length, dtype=torch.long)
     if pad: mask[1, length // 2:] = 0; mask[2, -3:] = 0
     return ids, mask
-
-
-def assert_outputs_close(ours, theirs, what):
-    assert ours.logits.shape == theirs.logits.shape, what
-    assert torch.allclose(ours.logits, theirs.logits, atol=TOL, rtol=0), f'{what}: logits differ by {(ours.logits - theirs.logits).abs().max()}'
-    for field in ('hidden_states', 'attentions', 'cross_attentions'):
-        a, b = getattr(ours, field), getattr(theirs, field)
-        assert (a is None) == (b is None), (what, field)
-        if a is None: continue
-        assert len(a) == len(b), (what, field, len(a), len(b))
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert x.shape == y.shape, (what, field, i, x.shape, y.shape)
-            assert torch.allclose(x, y, atol=TOL, rtol=0), f'{what}: {field}[{i}] differs by {(x - y).abs().max()}'
 
 
 MODELS = [(PerceiverForMaskedLM, transformers.PerceiverForMaskedLM),
