@@ -17,11 +17,17 @@ gradients of earlier runs and inputs excluded: activations, temporaries, outputs
 CUDA: `torch.cuda.max_memory_allocated()` after `reset_peak_memory_stats()`, minus `memory_allocated()` before.
 CPU: the running sum of the allocations and frees of PyTorch's CPU allocator recorded by `torch.profiler`
 (`profile_memory=True`) during one run, maximised; buffers that oneDNN/BLAS allocate outside PyTorch are not seen.
-Ratios are ours / theirs: below 1 means perceiver_nb is faster or leaner.
+Ratios are ours / theirs: below 1 means perceiver_nb is faster or leaner. A `~` after a time ratio: some run of that
+row took over 1.5x its fastest (a busy machine); every run is in the JSON.
+Reading the memory column: on the CPU, `scaled_dot_product_attention` uses its fused (flash) kernel only when the
+value head width equals the query/key one and no dropout is active; otherwise it falls back to a math kernel that
+materialises the scores like the explicit path (in float32 for bfloat16/float16 inputs). On a CPU the fused path
+so saves nothing in train mode (dropout 0.1), in the masked LM's decoder (per head qk 32, v d_model/8), or in any
+attention of the released language model (qk_channels 256, v_channels 1280).
 
 Usage:
-    python tools/benchmark.py --size tiny                      # CPU, a few seconds
-    python tools/benchmark.py --size small --json bench.json   # CPU, about a minute on 2 cores
+    python tools/benchmark.py --size tiny                      # CPU, well under a minute on 2 cores
+    python tools/benchmark.py --size small --json bench.json   # CPU, about a minute on 2 cores (all five models)
     python tools/benchmark.py --device cuda --size released    # the released checkpoints' configurations, on a GPU
     python tools/benchmark.py --device cuda --size released --dtype bfloat16 --modes inference --batch-size 16
     python tools/benchmark.py --models mlm seqcls --no-attentions --repeat 3
@@ -235,7 +241,7 @@ def environment(device: torch.device) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--size', choices=list(SIZES), default='tiny', help='encoder size and default workload (default tiny)')
     p.add_argument('--models', nargs='+', choices=[s.key for s in SPECS], help='default: every importable model')
