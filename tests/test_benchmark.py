@@ -1,0 +1,64 @@
+"""`tools/benchmark.py` runs end to end on the smallest settings, and refuses to time models that disagree.
+
+No timing is asserted here: speed and memory are what the benchmark reports, not what tests check.
+"""
+import json
+
+import pytest
+import torch
+
+from tools import benchmark
+
+TINY = ['--size', 'tiny', '--batch-size', '1', '--seq-len', '8', '--image-size', '8', '--repeat', '1', '--warmup', '0']
+
+
+def test_rows_per_model_and_mode(tmp_path):
+    path = tmp_path/'bench.json'
+    rows = benchmark.main(TINY + ['--json', str(path)])
+    specs, notes = benchmark.available_specs()
+    assert len(specs) + len(notes) == len(benchmark.SPECS)  # each model is either measured or skipped with a note
+    modes = ['inference', 'inference+attn', 'train', 'train+attn']
+    assert [(r['model'], r['mode']) for r in rows] == [(s.class_name, m) for s, _ in specs for m in modes]
+    for r in rows:
+        for k in ('ours_ms', 'theirs_ms', 'time_ratio', 'ours_mb', 'theirs_mb', 'mem_ratio'):
+            assert r[k] > 0, (r['model'], r['mode'], k, r[k])
+        assert max(r['parity'].values()) <= 1e-4
+    saved = json.loads(path.read_text())
+    assert saved['environment']['transformers'] == benchmark.transformers.__version__
+    assert [(r['model'], r['mode']) for r in saved['rows']] == [(r['model'], r['mode']) for r in rows]
+
+
+def test_options_select_models_and_modes():
+    rows = benchmark.main(TINY + ['--models', 'seqcls', '--modes', 'inference', '--no-attentions'])
+    assert [(r['model'], r['mode']) for r in rows] == [('PerceiverForSequenceClassification', 'inference')]
+
+
+def test_perturbed_model_is_refused(monkeypatch):
+    "main checks parity before timing: a model whose weights differ from transformers' stops the run."
+    build = benchmark.build_pair
+    def perturbed(*args, **kwargs):
+        ours, theirs = build(*args, **kwargs)
+        latents = ours.perceiver.embeddings.latents  # not a constant shift: the LayerNorms would remove that
+        with torch.no_grad(): latents.add_(1e-2 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0)))
+        return ours, theirs
+    monkeypatch.setattr(benchmark, 'build_pair', perturbed)
+    with pytest.raises(benchmark.ParityError, match='differs from transformers'):
+        benchmark.main(TINY + ['--models', 'mlm'])
+
+
+def test_parity_checks_attentions():
+    "The explicit path's attention probabilities are compared too, not only the logits."
+    (spec, cls), = benchmark.available_specs(['seqcls'])[0]
+    fields = benchmark.model_fields(spec, 'tiny', 8, 8)
+    ours, theirs = benchmark.build_pair(spec, cls, fields)
+    inputs = benchmark.make_inputs(spec, 2, 8, 8)
+    assert set(benchmark.check_parity(ours, theirs, inputs)) == {'logits_fused', 'logits_attn', 'attentions',
+                                                                  'cross_attentions'}
+    original = ours.forward
+    def shifted(*args, output_attentions=False, **kwargs):
+        out = original(*args, output_attentions=output_attentions, **kwargs)
+        if output_attentions: out.cross_attentions = tuple(a + 1e-3 for a in out.cross_attentions)
+        return out
+    ours.forward = shifted
+    with pytest.raises(benchmark.ParityError, match='cross_attentions'):
+        benchmark.check_parity(ours, theirs, inputs)
