@@ -51,3 +51,11 @@ def test_no_todo_and_no_print_as_last_line(nb):
         assert not re.search(r'\b(TODO|FIXME)\b', src), f'{nb.name} cell {i}: TODO/FIXME belongs in an issue'
         if c['cell_type'] == 'code' and src.strip():
             assert not src.strip().splitlines()[-1].startswith('print('), f'{nb.name} cell {i}: ends with print(); show the value or assert'
+
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.name)
+def test_exported_code_is_shown(nb):
+    # `#| export` hides the code on the website (only its show_doc entry remains); a literate series shows it: `#| exports`.
+    hidden = [i for i, c in enumerate(cells(nb)) if c['cell_type'] == 'code'
+              and re.search(r'^#\|\s*export\s*$', ''.join(c['source']), re.M)]
+    assert not hidden, f'{nb.name}: cells {hidden} use `#| export`; use `#| exports` so the page shows the implementation'
