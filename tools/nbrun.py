@@ -40,6 +40,22 @@ def skip_flags(root: Path = ROOT) -> set[str]:
 class NotebookError(Exception): pass
 
 
+def torch_state() -> dict:
+    "The process-wide torch switches a notebook could flip and leave flipped for the next one in the same process."
+    if 'torch' not in sys.modules: return {}
+    import torch
+    return {'grad mode': torch.is_grad_enabled(), 'default dtype': torch.get_default_dtype(),
+            'threads': torch.get_num_threads(), 'deterministic algorithms': torch.are_deterministic_algorithms_enabled(),
+            'anomaly detection': torch.is_anomaly_enabled(), 'inference mode': torch.is_inference_mode_enabled()}
+
+
+def restore_torch_state(state: dict) -> None:
+    import torch
+    torch.set_grad_enabled(state['grad mode']); torch.set_default_dtype(state['default dtype'])
+    torch.set_num_threads(state['threads']); torch.use_deterministic_algorithms(state['deterministic algorithms'])
+    torch.autograd.set_detect_anomaly(state['anomaly detection'])
+
+
 def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, timeout: int | None = None):
     "Execute `path` skipping flagged cells except `flags`; write the executed notebook to `dest` if given."
     from execnb.nbio import read_nb, write_nb
@@ -61,20 +77,27 @@ def run_notebook(path: Path, flags: str | set = '', dest: Path | None = None, ti
             return True
         return False
 
+    import torch  # every page imports it; importing it first lets us compare its global state before and after
+    before = torch_state()
     shell = CaptureShell(path, mpl_format='png')
     start, cwd = time.time(), os.getcwd()
     try:
         os.chdir(path.parent)
         shell.run_all(nb, exc_stop=True, preproc=_no_eval)
     except BaseException as e:
+        restore_torch_state(before)
         raise NotebookError(f'{path.name} failed:\n{shell.prettytb(fname=path)}') from None
     finally:
         os.chdir(cwd)
         atexit.unregister(shell.atexit_operations)  # its exit hook costs a full gc (~1 s) per notebook run
-        # Notebooks share this process: undo the global switches a page may flip, so the next page starts clean.
-        if 'torch' in sys.modules:
-            import torch
-            torch.set_grad_enabled(True); torch.set_default_dtype(torch.float32)
+    # `nbdev_test` runs several pages in one process: a page must leave torch's global switches as it found them
+    # (use `with torch.no_grad():` and the like). Fail the page if it did not, and undo it for the next page.
+    after = torch_state()
+    if changed := {k: (before[k], after[k]) for k in before if before[k] != after[k]}:
+        restore_torch_state(before)
+        raise NotebookError(f'{path.name} left torch\'s global state changed: ' +
+                            ', '.join(f'{k} {a} -> {b}' for k, (a, b) in changed.items()) +
+                            '; use a context manager (e.g. `with torch.no_grad():`) instead of a global switch')
     if dest is not None:
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
