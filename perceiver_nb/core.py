@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #1dc7dabe
 from __future__ import annotations
-import os, random
+import math, os, random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['SYMBOLS', 'Symbol', 'symbol_table', 'set_seed', 'default_device', 'check_shape', 'check_divisible', 'check_range',
-           'show_heatmap', 'show_image', 'plot_curve']
+__all__ = ['SYMBOLS', 'Symbol', 'symbol_table', 'set_seed', 'warmup_cosine', 'num_threads', 'default_device', 'check_shape',
+           'check_divisible', 'check_range', 'show_heatmap', 'show_image', 'plot_curve']
 
 # %% ../nbs/00_core.ipynb #eb52e751
 import numpy as np
@@ -71,6 +72,31 @@ def set_seed(seed: int = 42,  # the seed for Python's, NumPy's and PyTorch's gen
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+
+# %% ../nbs/00_core.ipynb #35cf5818
+def warmup_cosine(optimizer: torch.optim.Optimizer,  # the optimizer whose learning rates are scaled
+                  warmup_steps: int,  # w: steps of linear warm-up
+                  total_steps: int,  # T: the step at which the rate reaches zero
+                 ) -> torch.optim.lr_scheduler.LambdaLR:
+    "Linear warm-up for `warmup_steps`, then cosine decay to zero at `total_steps` (call `.step()` after each update)."
+    if not (isinstance(total_steps, int) and total_steps > 0): raise ValueError(f'`total_steps` must be a positive int, got {total_steps!r}')
+    if not (isinstance(warmup_steps, int) and 0 < warmup_steps <= total_steps):
+        raise ValueError(f'`warmup_steps` must be an int in [1, total_steps={total_steps}], got {warmup_steps!r}')
+    def factor(t: int) -> float:
+        return min(1.0, (t + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(t, total_steps) / total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+# %% ../nbs/00_core.ipynb #ff949b98
+@contextmanager
+def num_threads(n: int | None,  # CPU threads for torch inside the block; None leaves the count as it is
+               ):
+    "Run a block with `n` torch CPU threads and restore the previous count afterwards, even on error."
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f'`n` must be a positive int or None, got {n!r}')
+    before = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
 
 # %% ../nbs/00_core.ipynb #b8f59d64
 def default_device(prefer: str | None = None,  # 'cuda', 'mps' or 'cpu'; None picks the best available

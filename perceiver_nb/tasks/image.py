@@ -4,11 +4,15 @@
 
 # %% ../../nbs/32_task_image.ipynb #d47c2a66
 from __future__ import annotations
+import numpy as np
+import PIL.Image, PIL.ImageDraw
 import torch
+from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['PerceiverForImageClassificationLearned', 'PerceiverForImageClassificationFourier',
-           'PerceiverForImageClassificationConvProcessing']
+__all__ = ['SHAPES', 'PerceiverForImageClassificationLearned', 'PerceiverForImageClassificationFourier',
+           'PerceiverForImageClassificationConvProcessing', 'draw_shape', 'make_shapes', 'shapes_accuracy',
+           'train_shapes_classifier']
 
 # %% ../../nbs/32_task_image.ipynb #49627f6f
 from ..config import PerceiverConfig
@@ -18,6 +22,7 @@ from ..preprocessors.image import PerceiverImagePreprocessor
 from ..decoders.classification import PerceiverClassificationDecoder
 from ..model import PerceiverModel
 from .text import _classification_loss
+from ..core import set_seed, warmup_cosine, num_threads
 
 # %% ../../nbs/32_task_image.ipynb #1eb4ab57
 def _pick_pixels(inputs: torch.Tensor | None, pixel_values: torch.Tensor | None) -> torch.Tensor:
@@ -93,3 +98,69 @@ class PerceiverForImageClassificationConvProcessing(_PerceiverImageClassifier):
         super().__init__(config, PerceiverImagePreprocessor(
             config, prep_type='conv', spatial_downsample=1, position_encoding_type='fourier',
             fourier_position_encoding_kwargs=dict(concat_pos=True, max_resolution=(56, 56), num_bands=64, sine_only=False)))
+
+# %% ../../nbs/32_task_image.ipynb #1f7d7184
+SHAPES = ('circle', 'square', 'triangle', 'cross')
+
+def draw_shape(kind: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    "One (size, size, 3) image in [0, 1] with a shape of class `kind` at a random place, size and colour."
+    img = PIL.Image.new('RGB', (size, size))
+    draw = PIL.ImageDraw.Draw(img)
+    r = rng.uniform(5, 9)
+    cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+    colour = tuple(int(v) for v in rng.integers(80, 256, 3))
+    if kind == 0: draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif kind == 1: draw.rectangle([cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r], fill=colour)
+    elif kind == 2: draw.polygon([(cx, cy - r), (cx - r, cy + 0.8 * r), (cx + r, cy + 0.8 * r)], fill=colour)
+    else:
+        w = 0.35 * r
+        draw.rectangle([cx - r, cy - w, cx + r, cy + w], fill=colour); draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=colour)
+    return np.asarray(img, dtype=np.float32) / 255
+
+def make_shapes(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    "`n` images (n, 3, 32, 32) scaled to [-1, 1], and their labels (n,)."
+    labels = rng.integers(0, len(SHAPES), n)
+    pixels = torch.from_numpy(np.stack([draw_shape(k, rng) for k in labels])).permute(0, 3, 1, 2)
+    return pixels * 2 - 1, torch.from_numpy(labels)
+
+# %% ../../nbs/32_task_image.ipynb #e5b7de29
+def shapes_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    "Accuracy of `model` on images `x` (n, 3, H, W) with labels `y` (n,), in eval mode (the mode is restored)."
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(): acc = (model(x).logits.argmax(-1) == y).float().mean().item()
+    model.train(was_training)
+    return acc
+
+def train_shapes_classifier(steps: int = 300,  # optimizer steps, batches of 32
+                            seed: int = 0,  # seeds the data, the initial weights and the batches
+                            threads: int | None = 1,  # torch CPU threads during training (restored afterwards)
+                            n_train: int = 3000,  # training images (300 more are held out)
+                            progress: bool = True,  # show a progress bar
+                           ) -> tuple[PerceiverForImageClassificationConvProcessing, list[float], list[tuple[int, float]], tuple]:
+    "Train a tiny conv classifier on `make_shapes` images: model (eval), losses, (step, held-out accuracy) pairs, (x_val, y_val)."
+    rng = np.random.default_rng(seed)
+    x_train, y_train = make_shapes(n_train, rng)
+    x_val, y_val = make_shapes(300, rng)
+    config = PerceiverConfig(num_latents=16, d_latents=32, qk_channels=32, num_blocks=1, num_self_attends_per_block=2,
+                             num_self_attention_heads=2, num_cross_attention_heads=1, attention_probs_dropout_prob=0.0,
+                             initializer_range=0.2, id2label=dict(enumerate(SHAPES)))
+    with num_threads(threads):
+        set_seed(seed)
+        model = PerceiverForImageClassificationConvProcessing(config).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+        schedule = warmup_cosine(opt, warmup_steps=30, total_steps=steps)
+        g = torch.Generator().manual_seed(seed)
+        losses, accuracies = [], [(0, shapes_accuracy(model, x_val, y_val))]
+        progress_bar = tqdm(range(1, steps + 1), desc='shapes', disable=not progress, mininterval=2)
+        for step in progress_bar:
+            idx = torch.randint(0, n_train, (32,), generator=g)
+            loss = model(x_train[idx], labels=y_train[idx]).loss
+            opt.zero_grad(); loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); schedule.step()
+            losses.append(loss.item())
+            if step % 25 == 0:
+                accuracies.append((step, shapes_accuracy(model, x_val, y_val)))
+                progress_bar.set_postfix(val_acc=f'{accuracies[-1][1]:.2f}', refresh=False)
+    return model.eval(), losses, accuracies, (x_val, y_val)

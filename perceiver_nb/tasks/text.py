@@ -9,10 +9,13 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['PerceiverForMaskedLM', 'PerceiverForSequenceClassification', 'mask_bytes', 'fill_in']
+__all__ = ['DEMO_SENTENCES', 'PerceiverForMaskedLM', 'PerceiverForSequenceClassification', 'mask_bytes', 'train_tiny_mlm',
+           'fill_in', 'digit_strings', 'train_digit_classifier']
 
 # %% ../../nbs/31_task_text.ipynb #e945f1cf
-from ..core import check_shape
+from tqdm.auto import tqdm
+from ..core import check_shape, set_seed, warmup_cosine, num_threads
+from ..tokenizer import PerceiverTokenizer
 from ..config import PerceiverConfig
 from ..outputs import PerceiverMaskedLMOutput, PerceiverClassifierOutput
 from ..weights import PerceiverPreTrainedModel
@@ -111,6 +114,12 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
                                         attentions=out.attentions, cross_attentions=out.cross_attentions)
         return res if return_dict else res.to_tuple()
 
+# %% ../../nbs/31_task_text.ipynb #01a95064
+DEMO_SENTENCES = ['Latents read the input by cross-attention.', 'Self-attention mixes the latents.',
+                  'Queries decode outputs from latents.', 'Bytes are embedded with positions.',
+                  'Perceiver scales to long inputs.', 'Cost grows linearly with input size.',
+                  'One model handles text and images.', 'Masked bytes are filled in by the decoder.']
+
 # %% ../../nbs/31_task_text.ipynb #51d1fa5e
 def mask_bytes(input_ids: torch.Tensor,  # (B, M) ids
                attention_mask: torch.Tensor,  # (B, M), 1 = real byte
@@ -127,6 +136,38 @@ def mask_bytes(input_ids: torch.Tensor,  # (B, M) ids
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
     return torch.where(chosen, torch.full_like(input_ids, tokenizer.mask_token_id), input_ids), labels
 
+# %% ../../nbs/31_task_text.ipynb #0d7195ee
+def train_tiny_mlm(texts: list[str],  # the texts to learn; each at most `max_length` - 2 bytes
+                   steps: int = 300,  # optimizer steps
+                   seed: int = 0,  # seeds the initial weights and the masking
+                   threads: int | None = 1,  # torch CPU threads during training (restored afterwards); None: as is
+                   max_length: int = 48,  # padded length, [CLS] and [SEP] included
+                   progress: bool = True,  # show a progress bar
+                  ) -> tuple[PerceiverForMaskedLM, list[float]]:  # the trained model (eval mode), the loss of every step
+    "Train a tiny masked byte model on `texts`: each step masks 20% of the real bytes of every text twice, differently."
+    tok = PerceiverTokenizer()
+    too_long = [t for t in texts if len(t.encode()) > max_length - 2]
+    if too_long: raise ValueError(f'`texts` must be at most max_length - 2 = {max_length - 2} bytes each; too long: {too_long[:3]}')
+    corpus = tok(texts, padding='max_length', max_length=max_length, return_tensors='pt')
+    ids, mask = corpus.input_ids.repeat(2, 1), corpus.attention_mask.repeat(2, 1)
+    with num_threads(threads):
+        set_seed(seed)
+        model = PerceiverForMaskedLM(PerceiverConfig(num_latents=32, d_latents=64, d_model=48, num_self_attends_per_block=2,
+            num_self_attention_heads=8, num_cross_attention_heads=8, max_position_embeddings=max_length,
+            attention_probs_dropout_prob=0.0, initializer_range=0.2))
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        schedule = warmup_cosine(opt, warmup_steps=20, total_steps=steps)
+        g = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in tqdm(range(steps), desc='masked LM', disable=not progress):
+            masked, labels = mask_bytes(ids, mask, tok, prob=0.2, generator=g)
+            loss = model(masked, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(); loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); schedule.step()
+            losses.append(loss.item())
+    return model.eval(), losses
+
 # %% ../../nbs/31_task_text.ipynb #2640423a
 def fill_in(model: PerceiverForMaskedLM,  # a masked language model
             tokenizer,  # its byte tokenizer
@@ -142,3 +183,50 @@ def fill_in(model: PerceiverForMaskedLM,  # a masked language model
     filled = torch.where(hidden, pred, ids)
     recovered = (pred == enc.input_ids)[hidden].float().mean().item() if hidden.any() else 1.0
     return tokenizer.decode(ids[0, 1:-1]), tokenizer.decode(filled[0, 1:-1]), recovered
+
+# %% ../../nbs/31_task_text.ipynb #267ad516
+def digit_strings(n: int,  # how many strings
+                  generator: torch.Generator,  # the source of randomness
+                 ) -> tuple[list[str], torch.Tensor]:  # n strings of 6-15 bytes, and labels (n,): 1 = contains a digit
+    "Random lowercase strings; every odd one has one byte replaced by a digit."
+    texts, labels = [], []
+    for i in range(n):
+        length = int(torch.randint(6, 16, (1,), generator=generator))
+        chars = [chr(97 + int(c)) for c in torch.randint(0, 26, (length,), generator=generator)]
+        label = i % 2
+        if label: chars[int(torch.randint(0, length, (1,), generator=generator))] = str(int(torch.randint(0, 10, (1,), generator=generator)))
+        texts.append(''.join(chars)); labels.append(label)
+    return texts, torch.tensor(labels)
+
+# %% ../../nbs/31_task_text.ipynb #16e456ad
+def train_digit_classifier(steps: int = 300,  # optimizer steps, batches of 32
+                           seed: int = 0,  # seeds the weights; the data and batches use seed + 1
+                           threads: int | None = 1,  # torch CPU threads during training (restored afterwards)
+                           progress: bool = True,  # show a progress bar
+                          ) -> tuple[PerceiverForSequenceClassification, list[float], dict]:  # model (eval), held-out accuracy every 25 steps, the test batch
+    "Train a tiny classifier to tell whether a string contains a digit (256 training strings, 128 held out)."
+    tok = PerceiverTokenizer()
+    g = torch.Generator().manual_seed(seed + 1)
+    train_texts, train_labels = digit_strings(256, g)
+    test_texts, test_labels = digit_strings(128, g)
+    train = tok(train_texts, padding='max_length', max_length=20, return_tensors='pt')
+    test = dict(tok(test_texts, padding='max_length', max_length=20, return_tensors='pt'), labels=test_labels)
+    with num_threads(threads):
+        set_seed(seed)
+        model = PerceiverForSequenceClassification(PerceiverConfig(num_latents=8, d_latents=48, d_model=32,
+            num_self_attends_per_block=1, num_self_attention_heads=4, num_cross_attention_heads=1, max_position_embeddings=20,
+            num_labels=2, attention_probs_dropout_prob=0.0))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        schedule = warmup_cosine(opt, warmup_steps=20, total_steps=steps)
+        accuracy = []
+        for step in tqdm(range(1, steps + 1), desc='classifier', disable=not progress):
+            idx = torch.randint(0, len(train_texts), (32,), generator=g)
+            loss = model(train.input_ids[idx], attention_mask=train.attention_mask[idx], labels=train_labels[idx]).loss
+            opt.zero_grad(); loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step(); schedule.step()
+            if step % 25 == 0:
+                with torch.no_grad():
+                    logits = model(test['input_ids'], attention_mask=test['attention_mask']).logits
+                accuracy.append((logits.argmax(-1) == test_labels).float().mean().item())
+    return model.eval(), accuracy, test
