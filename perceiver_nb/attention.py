@@ -54,7 +54,7 @@ def additive_attention_mask(mask: torch.Tensor | None,  # (B, M) padding mask (T
         raise ValueError(f'`{name}` must be a (B, M) = ({B}, {M}) padding mask or a (B, 1, N, M) = ({B}, 1, {N}, {M}) '
                          f'additive mask, got {mask.ndim} dimensions with shape {tuple(mask.shape)}')
     if keep.dtype != torch.bool:
-        if ((keep != 0) & (keep != 1)).any():
+        if checking_values() and ((keep != 0) & (keep != 1)).any():
             raise ValueError(f'`{name}` as a (B, M) padding mask must hold 0/1 or booleans (1 = attend), got values '
                              f'{keep.unique()[:6].tolist()}; pass an additive float mask as (B, 1, N, M)')
         keep = keep != 0

@@ -11,7 +11,8 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['SYMBOLS', 'Symbol', 'symbol_table', 'set_seed', 'warmup_cosine', 'num_threads', 'default_device', 'check_shape',
-           'check_divisible', 'check_range', 'show_heatmap', 'show_image', 'plot_curve']
+           'check_divisible', 'checking_values', 'check_range', 'check_float_dtype', 'show_heatmap', 'show_image',
+           'plot_curve']
 
 # %% ../nbs/00_core.ipynb #eb52e751
 import numpy as np
@@ -163,17 +164,36 @@ def check_divisible(value: int,  # the number that must be a multiple
         raise ValueError(f'`{name}`={value} must be divisible by `{divisor_name}`={divisor}')
 
 # %% ../nbs/00_core.ipynb #44cae0a1
+def checking_values() -> bool:
+    "False while `torch.jit.trace`, `torch.export` or `torch.compile` records a graph, where checks that read tensor values are skipped."
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
 def check_range(x: torch.Tensor,  # integer tensor, e.g. token ids
                 name: str,  # its name in the error message
                 low: int,  # smallest allowed value
                 high: int,  # one past the largest allowed value
                ) -> None:
     "Raise a `ValueError` unless every entry of `x` lies in `[low, high)`, reporting the offending value."
-    if x.numel() == 0: return
+    if x.numel() == 0 or not checking_values(): return
     lo, hi = int(x.min()), int(x.max())
     if lo < low or hi >= high:
         bad = lo if lo < low else hi
         raise ValueError(f'`{name}` values must lie in [{low}, {high}), got {bad}')
+
+# %% ../nbs/00_core.ipynb #22150a6b
+def check_float_dtype(x: torch.Tensor,  # a floating-point input, e.g. pixel values
+                      name: str,  # its name in the error message
+                      dtype: torch.dtype,  # the dtype of the weights it will meet
+                     ) -> None:
+    "Raise a `TypeError` unless `x` is a floating tensor of `dtype` (any floating dtype under `torch.autocast`)."
+    if not isinstance(x, torch.Tensor): raise TypeError(f'`{name}` must be a torch.Tensor, got {type(x).__name__}')
+    if not x.is_floating_point():
+        raise TypeError(f'`{name}` must be floating point ({dtype}), got {x.dtype}; convert it with `{name}.to({dtype})`'
+                        + (' after scaling integer pixels to the model\'s range (PerceiverImageProcessor does both)'
+                           if not x.is_complex() and x.dtype != torch.bool else ''))
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f'`{name}` is {x.dtype} but the model\'s weights are {dtype}: pass `{name}.to({dtype})`, '
+                        f'or convert the model with `model.to({x.dtype})`')
 
 # %% ../nbs/00_core.ipynb #5f86d63e
 def _to_numpy(a) -> np.ndarray:

@@ -26,7 +26,8 @@ class PerceiverEmbeddings(nn.Module):
 
     def forward(self, batch_size: int,  # B
                ) -> torch.Tensor:  # (B, N, D), a view of `latents`
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        if torch.jit.is_tracing() and isinstance(batch_size, torch.Tensor): pass  # a traced size: B of the example input
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f'`batch_size` must be a positive int, got {batch_size!r}')
         return self.latents.expand(batch_size, -1, -1)
 

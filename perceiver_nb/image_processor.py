@@ -55,8 +55,21 @@ def _composite_on_white(a: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(a.dtype) if white == 255 else rgb.astype(a.dtype)
 
 # %% ../nbs/15_image_processor.ipynb #341632fb
+_WIDE_GRAY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')  # 16-bit gray (and 32-bit 'I', as 16-bit PNGs often open)
+
 def _pil_to_rgb(img: PIL.Image.Image, name: str, do_convert_rgb: bool | None) -> np.ndarray:
     "A Pillow image as an (H, W, 3) uint8 array; modes other than RGB only with `do_convert_rgb`."
+    if do_convert_rgb and img.mode in _WIDE_GRAY_MODES:
+        # Pillow's convert('RGB') clips these 16-bit (or 32-bit) gray levels at 255, turning almost every pixel white;
+        # scale 0..65535 to 0..255 instead (what a 16-bit PNG means).
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f'`{name}` is a Pillow image in mode {img.mode!r} with values in [{a.min()}, {a.max()}]; '
+                             'only 16-bit gray levels (0..65535) can be converted: pass a NumPy array scaled to [0, 1]')
+        return np.repeat(np.rint(a / 257).astype(np.uint8)[..., None], 3, axis=-1)
+    if do_convert_rgb and img.mode == 'F':
+        raise ValueError(f"`{name}` is a Pillow image in mode 'F' (32-bit float) whose range is unknown: pass it as a NumPy "
+                         'array scaled to [0, 1]')
     if do_convert_rgb:
         if 'A' in img.getbands() or img.info.get('transparency') is not None:
             white = PIL.Image.new('RGBA', img.size, (255, 255, 255, 255))

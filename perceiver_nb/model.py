@@ -11,13 +11,21 @@ from torch import nn
 __all__ = ['PerceiverModel']
 
 # %% ../nbs/30_perceiver.ipynb #f1f9e0c5
-from .core import check_shape
+from .core import check_shape, check_float_dtype, checking_values
+from .attention import additive_attention_mask
 from .config import PerceiverConfig
 from .encoder import PerceiverEmbeddings, PerceiverEncoder
 from .outputs import PerceiverModelOutput
 from .weights import PerceiverPreTrainedModel
 
 # %% ../nbs/30_perceiver.ipynb #be73ea89
+def _check_raw_inputs(inputs, weights_dtype: torch.dtype) -> None:
+    "Floating-point raw inputs (pixels, audio) must already have the weights' dtype; integer ones (ids, labels) are the preprocessor's to check."
+    named = inputs.items() if isinstance(inputs, dict) else [(None, inputs)]
+    for name, x in named:
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            check_float_dtype(x, 'inputs' if name is None else f"inputs['{name}']", weights_dtype)
+
 def _output_modality_sizes(subsampled_points, modality_sizes):
     "How many outputs each modality gets when the decoder is asked for a subset of its points."
     if subsampled_points is None: return modality_sizes
@@ -62,16 +70,20 @@ class PerceiverModel(PerceiverPreTrainedModel):
         return_dict = cfg.return_dict if return_dict is None else return_dict
         if kwargs: raise TypeError(f'PerceiverModel.forward got unexpected arguments: {sorted(kwargs)}')
 
+        weights_dtype = self.dtype
         if self.input_preprocessor is not None:
+            _check_raw_inputs(inputs, weights_dtype)
             inputs, modality_sizes, inputs_without_pos = self.input_preprocessor(
                 inputs, interpolate_pos_encoding=interpolate_pos_encoding)
         else:
             check_shape(inputs, 'inputs', ('B', 'M', cfg.d_model))
             modality_sizes, inputs_without_pos = None, None
+        check_float_dtype(inputs, 'inputs' if self.input_preprocessor is None else 'the preprocessed inputs', weights_dtype)
         batch_size, seq_len, _ = inputs.shape
         if attention_mask is not None:
             check_shape(attention_mask, 'attention_mask', (batch_size, seq_len))
-            if bool(attention_mask.bool().all()): attention_mask = None  # nothing to mask: skip the mask entirely
+            additive_attention_mask(attention_mask, batch_size, 1, 1, seq_len, name='attention_mask')  # 0/1 values, named as passed
+            if checking_values() and bool(attention_mask.bool().all()): attention_mask = None  # nothing to mask
 
         z = self.embeddings(batch_size=batch_size)  # (B, N, D)
         enc = self.encoder(z, inputs=inputs, inputs_mask=attention_mask, output_attentions=output_attentions,

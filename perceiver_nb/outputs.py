@@ -4,9 +4,9 @@
 
 # %% ../nbs/07_outputs.ipynb #93ebb388
 from __future__ import annotations
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+import torch.utils._pytree as pytree
 
 # %% auto #0
 __all__ = ['ModelOutput', 'PerceiverModelOutput', 'PerceiverDecoderOutput', 'PerceiverMaskedLMOutput',
@@ -16,33 +16,44 @@ __all__ = ['ModelOutput', 'PerceiverModelOutput', 'PerceiverDecoderOutput', 'Per
 import torch
 
 # %% ../nbs/07_outputs.ipynb #6a8f8adb
-class ModelOutput(Mapping):
+class ModelOutput(dict):
     "Base of the model outputs: a dataclass whose non-`None` fields also read as a dict (by name) and a tuple (by index)."
 
-    def keys(self) -> list[str]:
-        "The names of the fields that are not `None`, in field order."
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+    def __init_subclass__(cls, **kwargs):  # every output class is a pytree node, for torch.export and torch.compile
+        super().__init_subclass__(**kwargs)
+        pytree.register_pytree_node(cls, lambda o: ([getattr(o, f.name) for f in fields(o)], [f.name for f in fields(o)]),
+                                    lambda values, names: cls(**dict(zip(names, values))),
+                                    serialized_type_name=f'{cls.__module__}.{cls.__qualname__}')
+
+    def _sync(self):
+        "Make the dict's contents the fields that are not `None`, in field order."
+        dict.clear(self)
+        for f in fields(self):
+            value = getattr(self, f.name, None)  # during __init__, fields not yet set read their default, None
+            if value is not None: dict.__setitem__(self, f.name, value)
+
+    def __setattr__(self, name: str, value: Any):
+        object.__setattr__(self, name, value)
+        if name in self.__dataclass_fields__: self._sync()
 
     def to_tuple(self) -> tuple:
         "The values of the fields that are not `None`, in field order."
-        return tuple(getattr(self, k) for k in self.keys())
+        return tuple(self.values())
 
     def __getitem__(self, key: str | int | slice) -> Any:
         if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f'{key!r} is not a field of {type(self).__name__} holding a value; present: {self.keys()}')
-            return getattr(self, key)
+            if key not in self:
+                raise KeyError(f'{key!r} is not a field of {type(self).__name__} holding a value; present: {list(self)}')
+            return dict.__getitem__(self, key)
         return self.to_tuple()[key]
 
     def __setitem__(self, key: str, value: Any):
-        if key not in {f.name for f in fields(self)}:
-            raise KeyError(f'{type(self).__name__} has no field {key!r}')
+        if key not in self.__dataclass_fields__: raise KeyError(f'{type(self).__name__} has no field {key!r}')
         setattr(self, key, value)
 
-    def __iter__(self): return iter(self.keys())
-    def __len__(self) -> int: return len(self.keys())
-    def __contains__(self, key) -> bool: return key in self.keys()
-    def get(self, key: str, default: Any = None) -> Any: return getattr(self, key) if key in self else default
+    def __delitem__(self, key: str): self[key] = None
+    def __reduce__(self):  # pickle and copy rebuild the dataclass, not a bare dict
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))
 
 # %% ../nbs/07_outputs.ipynb #0159250b
 @dataclass

@@ -190,7 +190,7 @@ def test_bad_inputs(ours_cls):
     with pytest.raises(ValueError, match='You cannot use both `inputs` and `pixel_values`'): model(x, pixel_values=x)
     with pytest.raises(ValueError, match='pass the images as `inputs` or `pixel_values`'): model()
     with pytest.raises(ValueError, match=r'`inputs` has 1 channels .* `in_channels`=3'): model(x[:, :1])
-    with pytest.raises(ValueError, match='`inputs` must have 4 dimensions'): model(x[0])
+    with pytest.raises(ValueError, match=r'`inputs` must be a batch of images \(B, C, H, W\), got 3 dimensions'): model(x[0])
     with pytest.raises(TypeError): model(x, head_mask=None)
 
 

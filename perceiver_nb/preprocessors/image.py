@@ -162,6 +162,12 @@ class PerceiverImagePreprocessor(AbstractPreprocessor):
         if inputs.ndim not in (4, 5):
             raise ValueError(f'`inputs` must have 4 dimensions (B, C, H, W) or 5 dimensions (B, T, C, H, W), '
                              f'got {inputs.ndim} dimensions with shape {tuple(inputs.shape)}')
+        if not inputs.is_floating_point():
+            raise TypeError(f'`inputs` must be floating-point pixel values (normalized as PerceiverImageProcessor returns '
+                            f'them), got {inputs.dtype}; convert integer images with the image processor')
+        if self.prep_type == 'conv' and min(inputs.shape[-2:]) < 5:  # stride-2 conv, then a 3×3 max-pool without padding
+            raise ValueError(f"`inputs` must be at least 5×5 pixels for prep_type='conv' (its stem halves the image, then "
+                             f'pools 3×3 windows), got {inputs.shape[-2]}×{inputs.shape[-1]}')
         channels = inputs.shape[-3]
         if not (self.prep_type == 'patches' and self.conv_after_patching) and channels != self.in_channels:
             raise ValueError(f'`inputs` has {channels} channels (axis {inputs.ndim - 3} of shape {tuple(inputs.shape)}) '

@@ -21,15 +21,22 @@ from ..weights import PerceiverPreTrainedModel
 from ..preprocessors.image import PerceiverImagePreprocessor
 from ..decoders.classification import PerceiverClassificationDecoder
 from ..model import PerceiverModel
-from .text import _classification_loss
-from ..core import set_seed, warmup_cosine, num_threads
+from .text import _classification_loss, _check_classification_labels, _problem_type
+from ..core import check_float_dtype, set_seed, warmup_cosine, num_threads
 
 # %% ../../nbs/32_task_image.ipynb #1eb4ab57
-def _pick_pixels(inputs: torch.Tensor | None, pixel_values: torch.Tensor | None) -> torch.Tensor:
-    "The images, given as `inputs` or as transformers' alias `pixel_values` (exactly one of them)."
+def _pick_pixels(inputs: torch.Tensor | None, pixel_values: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    "The images, given as `inputs` or as transformers' alias `pixel_values` (exactly one), checked under that name."
     if inputs is not None and pixel_values is not None: raise ValueError('You cannot use both `inputs` and `pixel_values`')
     if inputs is None and pixel_values is None: raise ValueError('pass the images as `inputs` or `pixel_values`')
-    return pixel_values if inputs is None else inputs
+    name, images = ('pixel_values', pixel_values) if inputs is None else ('inputs', inputs)
+    if isinstance(images, torch.Tensor) and images.ndim != 4:
+        video = ('; a 5-D tensor is a video (B, T, C, H, W): classify its frames as images with '
+                 f'`{name}.flatten(0, 1)`' if images.ndim == 5 else '')
+        raise ValueError(f'`{name}` must be a batch of images (B, C, H, W), got {images.ndim} dimensions with shape '
+                         f'{tuple(images.shape)}{video}')
+    check_float_dtype(images, name, dtype)
+    return images
 
 # %% ../../nbs/32_task_image.ipynb #62cf92d8
 class _PerceiverImageClassifier(PerceiverPreTrainedModel):
@@ -52,8 +59,11 @@ class _PerceiverImageClassifier(PerceiverPreTrainedModel):
                 pixel_values: torch.Tensor | None = None,  # alias of `inputs`
                 interpolate_pos_encoding: bool = False,  # resize a learned position table to this image size
                ) -> PerceiverClassifierOutput | tuple:
-        inputs = _pick_pixels(inputs, pixel_values)
+        inputs = _pick_pixels(inputs, pixel_values, self.dtype)
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        if labels is not None:  # refused before the model runs
+            _check_classification_labels(_problem_type(self.config, labels) if isinstance(labels, torch.Tensor) else None,
+                                         labels, inputs.shape[0], self.config.num_labels, self.dtype)
         out = self.perceiver(inputs, attention_mask=attention_mask, output_attentions=output_attentions,
                              output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding)
         loss = None if labels is None else _classification_loss(self.config, out.logits, labels)
