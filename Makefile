@@ -48,7 +48,11 @@ setup: $(SETUP_STAMP) $(DOCS_STAMP)
 sync: setup
 	$(PY) tools/check_sync.py
 
+# The notebooks are the test suite: nbdev_test runs them first, several pages per worker process as our users run it
+# (a page that leaks global state breaks the next one). pytest then runs tests/, which executes each page once more
+# through tools/nbrun.py to keep its outputs for the website.
 test: setup sync
+	$(BIN)/nbdev_test --n_workers 2
 	$(PY) -m pytest tests/ -ra
 
 notebooks: setup
