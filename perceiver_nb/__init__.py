@@ -18,6 +18,7 @@ from .outputs import *
 from .weights import *
 from .preprocessors.text import *
 from .preprocessors.image import *
+from .preprocessors.audio import *
 from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
