@@ -19,6 +19,7 @@ from .weights import *
 from .preprocessors.text import *
 from .preprocessors.image import *
 from .preprocessors.audio import *
+from .preprocessors.onehot import *
 from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
