@@ -20,6 +20,7 @@ from .preprocessors.text import *
 from .preprocessors.image import *
 from .preprocessors.audio import *
 from .preprocessors.onehot import *
+from .preprocessors.multimodal import *
 from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
