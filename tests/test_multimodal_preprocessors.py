@@ -334,7 +334,26 @@ def test_multimodal_one_frame_and_gradients():
     assert sizes == {'audio': 4, 'image': 4, 'label': 1} and x.shape == (2, 9, prep.num_channels)
     x.sum().backward()
     assert prep.padding['audio'].grad is not None and prep.mask['label'].grad is not None
-    assert prep.mask['audio'].grad.abs().sum() == 0  # p = 0: the audio mask token is never used
+    assert prep.mask['audio'].grad is None  # p = 0: the audio mask token is never used (transformers: a zero gradient)
+
+
+def test_multimodal_compiles_exports_and_traces():
+    "torch.compile(fullgraph=True) (no graph break), torch.export and torch.jit.trace give the eager output."
+    prep, inputs = released_like(probs=dict(image=0.0, audio=0.0, label=1.0))
+    torch.manual_seed(0); eager = prep(inputs)[0]
+    torch._dynamo.reset()
+    torch.manual_seed(0); compiled = torch.compile(prep, fullgraph=True, backend='eager')(inputs)[0]
+    assert torch.equal(compiled, eager)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, p): super().__init__(); self.p = p
+        def forward(self, audio, image, label): return self.p(dict(audio=audio, image=image, label=label))[0]
+
+    args = (inputs['audio'], inputs['image'], inputs['label'])
+    assert torch.equal(torch.export.export(Wrapped(prep), args).module()(*args), eager)
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(Wrapped(prep), args, check_trace=False)
+    assert torch.equal(traced(*args), eager)
 
 
 class _Liar(torch.nn.Module):
