@@ -203,6 +203,15 @@ def test_onehot_equals_transformers(seed):
     with pytest.raises(TypeError, match='interpolate_pos_encoding'): ref(soft, interpolate_pos_encoding=True)
 
 
+def test_onehot_compiles_without_graph_breaks():
+    prep = PerceiverOneHotPreprocessor(PerceiverConfig(num_labels=5))
+    ids = torch.tensor([4, 0, 2])
+    torch._dynamo.reset()
+    compiled = torch.compile(prep, fullgraph=True, backend='eager')
+    assert torch.equal(compiled(ids)[0], prep(ids)[0])
+    assert torch.equal(compiled(torch.eye(5)[ids])[0], prep(ids)[0])
+
+
 ONEHOT_BAD = [
     *[(torch.zeros(2, w), ValueError, f'got shape (2, {w})') for w in (0, 4, 6, 700)],
     (torch.zeros(2, 1, 5), ValueError, '`inputs` must have shape (B, 5)'),
