@@ -329,6 +329,31 @@ def test_multimodal_half_precision_keeps_dtype(dtype):
     assert prep(mixed)[0].dtype == torch.float32
 
 
+@pytest.mark.parametrize('seed', range(3))
+def test_multimodal_gradients_equal_transformers(seed):
+    "Gradients reach the inputs, the padding vectors and the mask tokens as in transformers."
+    prep, inputs = released_like(probs=dict(image=0.0, audio=0.5, label=1.0))
+    randomize(prep, seed)
+    ref = hf.PerceiverMultimodalPreprocessor(dict(
+        audio=hf.PerceiverAudioPreprocessor(transformers.PerceiverConfig(), samples_per_patch=16,
+                                            fourier_position_encoding_kwargs=dict(num_bands=4, max_resolution=(64,))),
+        image=hf.PerceiverImagePreprocessor(transformers.PerceiverConfig(), prep_type='patches', spatial_downsample=4, temporal_downsample=1,
+                                            fourier_position_encoding_kwargs=dict(num_bands=2, max_resolution=(2, 2, 2))),
+        label=hf.PerceiverOneHotPreprocessor(transformers.PerceiverConfig(num_labels=5))),
+        mask_probs=dict(image=0.0, audio=0.5, label=1.0), min_padding_size=4)
+    ref.load_state_dict(prep.state_dict(), strict=True)
+    grads = []
+    for module in (prep, ref):
+        x = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        torch.manual_seed(seed); out = module(x)[0]
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+        (out * weights).sum().backward()
+        grads.append({**{f'input.{k}': v.grad for k, v in x.items()},
+                      **{n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in module.named_parameters()}})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]: torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-6, rtol=0, msg=k)
+
+
 def test_multimodal_masked_rows_ignore_nonfinite_input():
     prep, inputs = released_like()
     inputs['label'] = torch.full_like(inputs['label'], float('nan'))
