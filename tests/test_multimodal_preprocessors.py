@@ -15,7 +15,7 @@ import transformers
 import transformers.models.perceiver.modeling_perceiver as hf
 
 from perceiver_nb.config import PerceiverConfig
-from perceiver_nb.preprocessors.audio import PerceiverAudioPreprocessor, read_wav, write_wav, tone, spectrogram
+from perceiver_nb.preprocessors.audio import PerceiverAudioPreprocessor, read_wav, write_wav, tone, spectrogram, show_audio
 from perceiver_nb.preprocessors.image import PerceiverImagePreprocessor
 from perceiver_nb.preprocessors.multimodal import PerceiverMultimodalPreprocessor, save_gif, show_frames, _frames_uint8
 from perceiver_nb.preprocessors.onehot import PerceiverOneHotPreprocessor
@@ -557,6 +557,11 @@ def test_tone_and_spectrogram():
     with pytest.raises(ValueError, match=r'mono audio of shape \(S,\) or \(S, 1\), got shape \(100, 2\)'): spectrogram(torch.zeros(100, 2))
     for bad in (0, -5, 2.5, True):
         with pytest.raises(ValueError, match='`num_samples` must be a positive int'): tone(440.0, bad)
+    import matplotlib.pyplot as plt
+    ax_w, ax_s = show_audio(tone(440.0, 2000, 8000)[:, None], 8000, title='a')
+    assert ax_w.get_title() == 'a' and ax_s.get_ylabel() == 'frequency (Hz)' and ax_s.get_ylim() == (0, 4000)
+    with pytest.raises(ValueError, match=r'got shape \(2, 2000\)'): show_audio(torch.zeros(2, 2000), 8000)
+    plt.close('all')
 
 
 def test_frames_and_gif():
