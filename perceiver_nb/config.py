@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_config.ipynb #f7253c35
 from __future__ import annotations
-import copy, json, math, os, warnings
+import contextlib, copy, json, math, os, re, secrets, threading, warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ __all__ = ['PERCEIVER_DEFAULTS', 'GENERIC_DEFAULTS', 'ACTIVATIONS', 'RELEASED_CO
 # %% ../nbs/06_config.ipynb #d9975930
 import torch
 from torch import nn
+from filelock import FileLock
 
 # %% ../nbs/06_config.ipynb #d14670cb
 PERCEIVER_DEFAULTS: dict[str, Any] = dict(
@@ -120,6 +121,16 @@ def _flag(name, v):
     if not isinstance(v, bool): raise ValueError(f'`{name}` must be True or False, got {v!r}')
     return v
 
+_REDO_CONFIG = 'fix the file, or save the checkpoint again (or download it again)'
+
+def _label_index(k):
+    "A class index of `id2label`: an int, or its decimal string (JSON object keys are strings)."
+    if isinstance(k, str):
+        try: return int(k)
+        except ValueError: pass
+    elif isinstance(k, int) and not isinstance(k, bool): return k
+    raise ValueError(f'`id2label` keys must be integers (class indices, written as strings in config.json), got {k!r}')
+
 _PROBLEM_TYPES = (None, 'regression', 'single_label_classification', 'multi_label_classification')
 
 # %% ../nbs/06_config.ipynb #08dec02b
@@ -144,6 +155,72 @@ _RULES = {
     'output_attentions': _flag, 'output_hidden_states': _flag, 'return_dict': _flag,
     'chunk_size_feed_forward': _non_negative_int,
 }
+
+# %% ../nbs/06_config.ipynb #55ef5d28
+_LOCK_NAME = '.checkpoint.lock'  # hidden, so it is not mistaken for part of the checkpoint
+_TEMPORARY = re.compile(r'^\..+\.tmp-\d+-[0-9a-f]{8}$')  # `.<name>.tmp-<pid>-<random>`
+_transactions = threading.local()  # per thread: {directory: _Transaction} of the saves in progress
+
+def _fsync(path: Path) -> None:
+    "Flush a file (or, on POSIX, a directory entry list) from the OS cache to the disk."
+    if path.is_dir() and os.name != 'posix': return  # Windows cannot open a directory for fsync
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+class _Transaction:
+    "The files one save writes into `directory`: staged under temporary names, then moved into place together or removed."
+    def __init__(self, directory: Path): self.directory, self.staged, self.obsolete = directory, {}, set()
+
+    def path(self, name: str) -> Path:
+        "A temporary path to write the file `name` to; it replaces `name` when the save succeeds."
+        tmp = self.directory/f'.{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}'
+        self.staged[name] = tmp
+        return tmp
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with open(self.path(name), 'xb') as f: f.write(data)
+
+    def remove(self, *names: str) -> None:
+        "Delete these files of the directory, but only after the new files are in place."
+        self.obsolete.update(names)
+
+    def commit(self) -> None:
+        for tmp in self.staged.values(): _fsync(tmp)
+        for name, tmp in self.staged.items(): os.replace(tmp, self.directory/name)
+        for name in self.obsolete - set(self.staged): (self.directory/name).unlink(missing_ok=True)
+        _fsync(self.directory)
+
+    def discard(self) -> None:
+        for tmp in self.staged.values(): tmp.unlink(missing_ok=True)
+
+# %% ../nbs/06_config.ipynb #235c603b
+@contextlib.contextmanager
+def _checkpoint_transaction(directory: str | os.PathLike):
+    "Lock `directory` (created if needed) and yield a `_Transaction`, committed if the block succeeds, discarded if not."
+    d = Path(directory); d.mkdir(parents=True, exist_ok=True)
+    held = _transactions.__dict__.setdefault('held', {})
+    key = os.path.realpath(d)
+    if key in held:  # a save inside a save of this thread: part of the outer one
+        yield held[key]; return
+    with FileLock(d/_LOCK_NAME):
+        for p in d.iterdir():  # left by a save that was killed: no save of ours is running here, we hold the lock
+            if _TEMPORARY.match(p.name) and p.is_file(): p.unlink(missing_ok=True)
+        held[key] = transaction = _Transaction(d)
+        try:
+            yield transaction
+            transaction.commit()
+        except BaseException:
+            transaction.discard(); raise
+        finally: del held[key]
+
+@contextlib.contextmanager
+def _checkpoint_read_lock(directory: str | os.PathLike):
+    "Wait for a save in progress in `directory` while reading it, if our lock file is there and writable (never create one)."
+    lock = Path(directory)/_LOCK_NAME
+    held = _transactions.__dict__.setdefault('held', {})
+    if os.path.realpath(directory) in held or not lock.is_file() or not os.access(lock, os.W_OK): yield; return
+    with FileLock(lock): yield
 
 # %% ../nbs/06_config.ipynb #1f4b51be
 class PerceiverConfig:
@@ -171,7 +248,7 @@ class PerceiverConfig:
         if name in _RULES: value = _RULES[name](name, value)
         elif name == 'id2label' and value is not None:
             if not isinstance(value, dict): raise ValueError(f'`id2label` must be a dict, got {type(value).__name__}')
-            value = {int(k): v for k, v in value.items()}
+            value = {_label_index(k): v for k, v in value.items()}
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name):  # only called for attributes not found normally: the kept unknown keys
@@ -210,14 +287,23 @@ class PerceiverConfig:
         return cls(**d)
 
     @classmethod
-    def from_json_file(cls, path) -> 'PerceiverConfig':
-        return cls.from_dict(json.loads(Path(path).read_text(encoding='utf-8')))
+    def from_json_file(cls, path, **overrides) -> 'PerceiverConfig':
+        "Read a `config.json` file; any problem with it is reported with the file's path."
+        file = Path(path)
+        try: d = json.loads(file.read_text(encoding='utf-8'))
+        except UnicodeDecodeError as e: raise ValueError(f'cannot read {file}: not UTF-8 text ({e}); {_REDO_CONFIG}') from e
+        except json.JSONDecodeError as e: raise ValueError(f'cannot read {file}: not valid JSON ({e}); {_REDO_CONFIG}') from e
+        if not isinstance(d, dict):
+            raise ValueError(f'cannot read {file}: not a JSON object but a JSON {type(d).__name__}; {_REDO_CONFIG}')
+        try: config = cls.from_dict(d)
+        except ValueError as e: raise ValueError(f'invalid configuration in {file}: {e}; {_REDO_CONFIG}') from e
+        return cls.from_dict(d, **overrides) if overrides else config
 
     def save_pretrained(self, save_directory) -> Path:
-        "Write `config.json` into `save_directory` (created if needed); return its path."
-        path = Path(save_directory); path.mkdir(parents=True, exist_ok=True)
-        (path/'config.json').write_text(self.to_json_string(), encoding='utf-8')
-        return path/'config.json'
+        "Write `config.json` into `save_directory` (created if needed) atomically, under the directory's lock; return its path."
+        with _checkpoint_transaction(save_directory) as save:
+            save.write_bytes('config.json', self.to_json_string().encode('utf-8'))
+        return Path(save_directory)/'config.json'
 
     @classmethod
     def from_pretrained(cls, path, **overrides) -> 'PerceiverConfig':
@@ -227,7 +313,7 @@ class PerceiverConfig:
         if not file.is_file():
             raise FileNotFoundError(f'no config.json at {str(path)!r}: pass a directory written by save_pretrained '
                                     '(ours or transformers\') or the path of a config.json file')
-        return cls.from_dict(json.loads(file.read_text(encoding='utf-8')), **overrides)
+        return cls.from_json_file(file, **overrides)
 
     def __eq__(self, other): return isinstance(other, PerceiverConfig) and self.to_dict() == other.to_dict()
     def __repr__(self): return f'{type(self).__name__} {self.to_json_string()}'

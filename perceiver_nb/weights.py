@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_weights.ipynb #ecc28eba
 from __future__ import annotations
-import json, os, pickle, re, warnings
+import errno, json, os, pickle, re, warnings
 from pathlib import Path
 
 # %% auto #0
@@ -15,8 +15,10 @@ __all__ = ['WEIGHTS_NAME', 'WEIGHTS_INDEX_NAME', 'BIN_NAME', 'BIN_INDEX_NAME', '
 # %% ../nbs/08_weights.ipynb #6e34a465
 import torch
 from torch import nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from .config import PerceiverConfig, PERCEIVER_DEFAULTS, GENERIC_DEFAULTS
+from .config import _checkpoint_read_lock, _checkpoint_transaction
 
 # %% ../nbs/08_weights.ipynb #0ee3ac3b
 _LINEAR_OR_CONV = (nn.Linear, nn.modules.conv._ConvNd)
@@ -100,11 +102,12 @@ class PerceiverPreTrainedModel(nn.Module):
                         save_directory: str | os.PathLike,  # created if needed
                         safe_serialization: bool = True,  # `model.safetensors`; False: `pytorch_model.bin` (torch.save)
                        ) -> Path:
-        "Write `config.json` and the weights into `save_directory`, in the layout transformers reads."
-        path = Path(save_directory); path.mkdir(parents=True, exist_ok=True)
-        PerceiverConfig.from_dict({**self.config.to_dict(), 'architectures': [type(self).__name__],
-                                   'dtype': str(self.dtype).removeprefix('torch.')}).save_pretrained(path)
-        write_state_dict(self.state_dict(), path, safe_serialization)
+        "Write `config.json` and the weights into `save_directory`, in the layout transformers reads; atomic and locked."
+        path = Path(save_directory)
+        with _checkpoint_transaction(path):  # both files move into place together, or neither does
+            PerceiverConfig.from_dict({**self.config.to_dict(), 'architectures': [type(self).__name__],
+                                       'dtype': str(self.dtype).removeprefix('torch.')}).save_pretrained(path)
+            write_state_dict(self.state_dict(), path, safe_serialization)
         return path
 
     @classmethod
@@ -118,9 +121,10 @@ class PerceiverPreTrainedModel(nn.Module):
                        ) -> PerceiverPreTrainedModel:
         "Build `cls` from a checkpoint written by `save_pretrained` (ours or transformers') and load its weights."
         directory = resolve_checkpoint(path_or_name)
-        config = _with_overrides(cls.config_class.from_pretrained(directory) if config is None else config,
-                                 **config_overrides)
-        state = read_state_dict(directory, map_location)
+        with _checkpoint_read_lock(directory):  # a save in progress finishes first: config and weights of one model
+            config = _with_overrides(cls.config_class.from_pretrained(directory) if config is None else config,
+                                     **config_overrides)
+            state = read_state_dict(directory, map_location)
         model = cls(config).to(device=map_location, dtype=_resolve_dtype(dtype, config, state))
         load_state_dict_into(model, state, strict=strict)
         return model.eval()
@@ -154,34 +158,65 @@ def _is_weights_file(name: str) -> bool:
 
 # %% ../nbs/08_weights.ipynb #c0a8b942
 def write_state_dict(state: dict[str, torch.Tensor],  # e.g. `model.state_dict()`
-                     directory: str | os.PathLike,  # an existing directory
+                     directory: str | os.PathLike,  # created if needed
                      safe_serialization: bool = True,  # `model.safetensors`; False: `pytorch_model.bin`
                     ) -> Path:
-    "Write the weights file of a checkpoint, each storage once; return its path."
-    d = Path(directory)
-    for old in d.iterdir():  # a stale checkpoint of the other format would be read instead of this one
-        if old.is_file() and _is_weights_file(old.name): old.unlink()
+    "Write the weights file of a checkpoint, each storage once, atomically and under the directory's lock; return its path."
+    d, name = Path(directory), WEIGHTS_NAME if safe_serialization else BIN_NAME
     state = unique_state_dict(state)
-    if safe_serialization: save_file(state, d/WEIGHTS_NAME, metadata={'format': 'pt'})
-    else: torch.save(state, d/BIN_NAME)
-    return d/(WEIGHTS_NAME if safe_serialization else BIN_NAME)
+    with _checkpoint_transaction(d) as save:
+        if safe_serialization: save_file(state, save.path(name), metadata={'format': 'pt'})
+        else: torch.save(state, save.path(name))
+        # a weights file of another layout would be read instead of this one: removed once the new one is in place
+        save.remove(*(p.name for p in d.iterdir() if p.is_file() and _is_weights_file(p.name) and p.name != name))
+    return d/name
 
 # %% ../nbs/08_weights.ipynb #7da34f39
+_REDO = 'save or download the checkpoint again'
+
+def _damaged(file: Path, error: Exception) -> ValueError:
+    text = ' '.join(str(error).split())  # torch's messages run over several lines and paragraphs: keep the gist
+    found = re.search(r'WeightsUnpickler error: (.+?)(?: Check the documentation|$)', text)
+    why = found[1] if found else text.split('. ')[0] or 'the file ends early'
+    return ValueError(f'cannot read {file}: the file is truncated or corrupt ({type(error).__name__}: {why}); '
+                      f'it was not written completely (an interrupted save, copy or download) or was damaged: {_REDO}')
+
 def _read_bin(file: Path, map_location) -> dict[str, torch.Tensor]:
     try: state = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if 'Unsupported global' not in str(e): raise _damaged(file, e) from e  # e.g. a cut zip file read as a pickle
         found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
         raise ValueError(f'refused to load {file}: it holds Python objects other than tensors'
                          f'{f" (it calls {found[1]})" if found else ""}, and unpickling them could run arbitrary code; '
                          'convert it to safetensors where you trust it') from None
+    except EOFError as e: raise _damaged(file, e) from e
+    except (RuntimeError, OSError) as e:  # torch's zip reader; others (a missing device, no permission) pass through
+        cut = re.search('PytorchStreamReader|zip archive|magic number', str(e)) or getattr(e, 'errno', None) == errno.EINVAL
+        if not cut: raise
+        raise _damaged(file, e) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f'{file} is not a state dict (a dict of tensors)')
     return state
 
 def _read_safetensors(file: Path, map_location) -> dict[str, torch.Tensor]:
-    return load_file(file, device=str(torch.device(map_location)))
+    try: return load_file(file, device=str(torch.device(map_location)))
+    except SafetensorError as e: raise _damaged(file, e) from e
 
 # %% ../nbs/08_weights.ipynb #9f40a3b7
+def _read_weight_map(file: Path) -> dict[str, str]:
+    "The `weight_map` of a shard index (tensor name -> shard file), with any problem reported with the file's path."
+    try: index = json.loads(file.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f'cannot read {file}: not valid JSON ({e}); it was not written completely or was damaged: {_REDO}') from e
+    if not isinstance(index, dict):
+        raise ValueError(f'cannot read {file}: not a JSON object but a JSON {type(index).__name__}; {_REDO}')
+    if 'weight_map' not in index:
+        raise ValueError(f'{file} has no "weight_map" (tensor name -> shard file), so the shards cannot be found; {_REDO}')
+    weight_map = index['weight_map']
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise ValueError(f'{file}: "weight_map" must map tensor names to shard file names, got {str(weight_map)[:100]}; {_REDO}')
+    return weight_map
+
 def read_state_dict(directory: str | os.PathLike,  # a directory written by `save_pretrained` (ours or transformers')
                     map_location: str | torch.device = 'cpu',  # device the tensors are loaded onto
                    ) -> dict[str, torch.Tensor]:
@@ -190,13 +225,16 @@ def read_state_dict(directory: str | os.PathLike,  # a directory written by `sav
     for single, index, read in ((WEIGHTS_NAME, WEIGHTS_INDEX_NAME, _read_safetensors), (BIN_NAME, BIN_INDEX_NAME, _read_bin)):
         if (d/single).is_file(): return read(d/single, map_location)
         if (d/index).is_file():
-            weight_map = json.loads((d/index).read_text(encoding='utf-8'))['weight_map']
+            weight_map = _read_weight_map(d/index)
             state = {}
             for shard in sorted(set(weight_map.values())):
                 if Path(shard).name != shard: raise ValueError(f'{index} names a shard outside its directory: {shard!r}')
+                if not (d/shard).is_file():
+                    raise FileNotFoundError(f'{d/shard} is missing: {d/index} lists it as a shard of the weights; '
+                                            f'{_REDO} (all its files)')
                 state.update(read(d/shard, map_location))
             if missing := sorted(set(weight_map) - set(state)):
-                raise ValueError(f'{index} lists tensors its shards do not contain: {missing}')
+                raise ValueError(f'{d/index} lists tensors its shards do not contain: {missing}; {_REDO} (all its files)')
             return state
     raise FileNotFoundError(f'no weights in {str(d)!r}: expected {WEIGHTS_NAME}, {WEIGHTS_INDEX_NAME}, {BIN_NAME} '
                             f'or {BIN_INDEX_NAME} (the files save_pretrained writes)')
