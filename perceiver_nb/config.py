@@ -57,7 +57,7 @@ GENERIC_DEFAULTS: dict[str, Any] = dict(
     return_dict=True,
     chunk_size_feed_forward=0,     # >0: apply MLPs in chunks of this many positions to save memory
     architectures=None,
-    dtype=None,                    # the dtype weights were saved in (informational)
+    dtype=None,                    # the dtype weights were saved in: a torch.dtype (its name in config.json)
 )
 
 # %% ../nbs/06_config.ipynb #6dc842cb
@@ -133,6 +133,13 @@ def _label_index(k):
 
 _PROBLEM_TYPES = (None, 'regression', 'single_label_classification', 'multi_label_classification')
 
+def _dtype(name, v):
+    "None or a floating torch dtype; its name ('float16', 'torch.float16') becomes the dtype, as in transformers."
+    if isinstance(v, str) and isinstance(getattr(torch, v.removeprefix('torch.'), None), torch.dtype): v = getattr(torch, v.removeprefix('torch.'))
+    if v is not None and not (isinstance(v, torch.dtype) and v.is_floating_point):
+        raise ValueError(f"`{name}` must be None, a floating torch.dtype or its name (e.g. 'float16'), got {v!r}")
+    return v
+
 # %% ../nbs/06_config.ipynb #08dec02b
 _RULES = {
     **{k: _positive_int for k in ('num_latents', 'd_latents', 'd_model', 'num_blocks', 'num_self_attends_per_block',
@@ -154,6 +161,7 @@ _RULES = {
     'problem_type': lambda n, v: _choice(n, v, _PROBLEM_TYPES),
     'output_attentions': _flag, 'output_hidden_states': _flag, 'return_dict': _flag,
     'chunk_size_feed_forward': _non_negative_int,
+    'dtype': _dtype,
 }
 
 # %% ../nbs/06_config.ipynb #55ef5d28
@@ -229,9 +237,10 @@ class PerceiverConfig:
 
     def __init__(self,
                  num_labels: int | None = None,  # number of classes; default 2 (or len(id2label))
-                 label2id: dict | None = None,  # read from config.json; rebuilt from id2label
+                 label2id: dict | None = None,  # kept as given with `id2label`; else built from it
                  **kwargs):  # any field of `PERCEIVER_DEFAULTS` or `GENERIC_DEFAULTS`; unknown keys are kept
         object.__setattr__(self, '_extra', {})
+        object.__setattr__(self, '_label2id', None)  # a label2id given with id2label; None: derived from id2label
         for k, v in {**PERCEIVER_DEFAULTS, **GENERIC_DEFAULTS}.items():
             setattr(self, k, copy.deepcopy(kwargs.pop(k, v)))
         for k in ('model_type', 'transformers_version', '_name_or_path', 'torch_dtype'):
@@ -242,6 +251,7 @@ class PerceiverConfig:
             warnings.warn(f'`num_labels`={num_labels} does not match `id2label`, which has {len(self.id2label)} entries; '
                           f'`id2label` is reset to {num_labels} default labels')
             self.id2label = None; self.num_labels = num_labels
+        elif label2id is not None: self.label2id = label2id  # as transformers: kept only when id2label is given too
         self._extra.update(kwargs)
 
     def __setattr__(self, name, value):
@@ -249,6 +259,7 @@ class PerceiverConfig:
         elif name == 'id2label' and value is not None:
             if not isinstance(value, dict): raise ValueError(f'`id2label` must be a dict, got {type(value).__name__}')
             value = {_label_index(k): v for k, v in value.items()}
+        if name == 'id2label': object.__setattr__(self, '_label2id', None)  # label2id follows the new labels
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name):  # only called for attributes not found normally: the kept unknown keys
@@ -264,7 +275,36 @@ class PerceiverConfig:
         if self.id2label is None or len(self.id2label) != n: self.id2label = {i: f'LABEL_{i}' for i in range(n)}
 
     @property
-    def label2id(self) -> dict: return {v: k for k, v in self.id2label.items()}
+    def label2id(self) -> dict:
+        "Label name to class index: the one given with `id2label`, else `id2label` inverted."
+        return dict(self._label2id) if self._label2id is not None else {v: k for k, v in self.id2label.items()}
+    @label2id.setter
+    def label2id(self, value: dict):
+        if not isinstance(value, dict): raise ValueError(f'`label2id` must be a dict, got {type(value).__name__}')
+        object.__setattr__(self, '_label2id', dict(value))
+
+    def to_diff_dict(self) -> dict:
+        "`to_dict()` without the generic fields left at their defaults (the labels too when they are the default two), as transformers."
+        d, default = self.to_dict(), PerceiverConfig().to_dict()
+        return {k: v for k, v in d.items() if k not in (*GENERIC_DEFAULTS, 'label2id') or v != default.get(k)}
+
+    def to_json_file(self, json_file_path: str | os.PathLike,  # the file to write
+                     use_diff: bool = True,  # write `to_diff_dict()` (True, transformers' default) or `to_dict()`
+                    ) -> Path:
+        "Write the config as JSON to `json_file_path`, atomically (a temporary file renamed over it); return the path."
+        path = Path(json_file_path)
+        d = self.to_diff_dict() if use_diff else self.to_dict()
+        tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
+        try:
+            tmp.write_text(json.dumps(d, indent=2, sort_keys=True) + '\n', encoding='utf-8'); _fsync(tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists(): tmp.unlink()
+        return path
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> 'PerceiverConfig':
+        "The config of the text part: the config itself, as transformers returns for a model that is not composite."
+        return self
 
     def to_dict(self) -> dict:
         "All fields as a JSON-ready dict, in the layout of transformers' `config.json` (unknown keys included)."

@@ -112,22 +112,113 @@ class PerceiverPreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls,
-                        path_or_name: str | os.PathLike,  # checkpoint directory, or Hub repository id
+                        path_or_name: str | os.PathLike | None,  # checkpoint directory, or Hub repository id; None with `config` and `state_dict`
                         config: PerceiverConfig | None = None,  # use this instead of the directory's config.json
                         strict: bool = True,  # raise on missing or unexpected keys
                         map_location: str | torch.device = 'cpu',  # device of the returned model
                         dtype: torch.dtype | str | None = None,  # None: float32; 'auto': the checkpoint's; or a dtype
+                        state_dict: dict[str, torch.Tensor] | None = None,  # use these weights instead of the checkpoint's
+                        subfolder: str = '',  # the checkpoint lies in this folder of `path_or_name`
+                        output_loading_info: bool = False,  # also return {'missing_keys', 'unexpected_keys', …}
+                        torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
                         **config_overrides,  # config fields to change, e.g. num_labels=3
-                       ) -> PerceiverPreTrainedModel:
+                       ) -> PerceiverPreTrainedModel | tuple[PerceiverPreTrainedModel, dict]:
         "Build `cls` from a checkpoint written by `save_pretrained` (ours or transformers') and load its weights."
-        directory = resolve_checkpoint(path_or_name)
-        with _checkpoint_read_lock(directory):  # a save in progress finishes first: config and weights of one model
-            config = _with_overrides(cls.config_class.from_pretrained(directory) if config is None else config,
-                                     **config_overrides)
-            state = read_state_dict(directory, map_location)
+        dtype = _dtype_alias(dtype, torch_dtype)
+        if path_or_name is None and (config is None or state_dict is None):
+            raise ValueError('`path_or_name` may be None only when both `config` and `state_dict` are given')
+        if state_dict is not None and not isinstance(state_dict, dict):
+            raise ValueError(f'`state_dict` must be a dict of tensors, got {type(state_dict).__name__}')
+        directory = None if path_or_name is None else resolve_checkpoint(path_or_name)
+        if directory is not None and subfolder:
+            directory = directory/subfolder
+            if not directory.is_dir(): raise FileNotFoundError(f'no folder {subfolder!r} (`subfolder`) in {str(path_or_name)!r}')
+        if directory is None: state = state_dict
+        else:
+            with _checkpoint_read_lock(directory):  # a save in progress finishes first: config and weights of one model
+                if config is None: config = cls.config_class.from_pretrained(directory)
+                state = read_state_dict(directory, map_location) if state_dict is None else state_dict
+        config = _with_overrides(config, **config_overrides)
         model = cls(config).to(device=map_location, dtype=_resolve_dtype(dtype, config, state))
-        load_state_dict_into(model, state, strict=strict)
-        return model.eval()
+        info = load_state_dict_into(model, state, strict=strict)
+        model.eval()
+        if not output_loading_info: return model
+        return model, {'missing_keys': set(info['missing']), 'unexpected_keys': set(info['unexpected']),
+                       'mismatched_keys': set(), 'error_msgs': []}  # mis-shaped keys raise instead
+
+    @classmethod
+    def _from_config(cls,
+                     config: PerceiverConfig,  # the configuration to build
+                     dtype: torch.dtype | str | None = None,  # cast the freshly initialised model to this dtype
+                     torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
+                    ) -> PerceiverPreTrainedModel:
+        "A freshly initialised `cls(config)`, in `dtype` if given: transformers' spelling of the constructor."
+        model = cls(config)
+        dtype = _dtype_alias(dtype, torch_dtype)
+        return model if dtype is None else model.to(_resolve_dtype(dtype, config, {}))
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        "False: no Perceiver model generates text token by token (the MLM fills masks in one pass)."
+        return False
+
+    def init_weights(self) -> None:
+        "Initialise the modules not initialised yet, as `post_init` (and transformers): a no-op on a built model."
+        _initialise_tree(self, self._init_weights)
+
+    def get_input_embeddings(self) -> nn.Parameter:
+        "The backbone's input embeddings; for a Perceiver, as in transformers, the latent array."
+        base = getattr(self, self.base_model_prefix, None)
+        if isinstance(base, PerceiverPreTrainedModel) and base is not self: return base.get_input_embeddings()
+        raise NotImplementedError(f'{type(self).__name__} has no input embeddings')
+
+    def set_input_embeddings(self, value: nn.Parameter) -> None:
+        "Replace the backbone's input embeddings (the latent array)."
+        base = getattr(self, self.base_model_prefix, None)
+        if isinstance(base, PerceiverPreTrainedModel) and base is not self: return base.set_input_embeddings(value)
+        raise NotImplementedError(f'{type(self).__name__} has no input embeddings')
+
+    def get_output_embeddings(self) -> None:
+        "None, as in transformers: no Perceiver head is a weight-tied output embedding."
+        return None
+
+    def enable_input_require_grads(self) -> None:
+        "Make the latents and the preprocessed inputs require gradients, so they reach the encoder with every parameter frozen (adapters)."
+        def hook(module, args, output):
+            first = output[0] if isinstance(output, tuple) else output
+            if isinstance(first, torch.Tensor) and first.is_floating_point() and not first.requires_grad: first.requires_grad_(True)
+        self.disable_input_require_grads()
+        targets = [m for name, m in self.named_modules() if name.rsplit('.', 1)[-1] in ('input_preprocessor', 'embeddings')]
+        self._require_grads_hooks = [m.register_forward_hook(hook) for m in targets]
+
+    def disable_input_require_grads(self) -> None:
+        "Remove the hooks of `enable_input_require_grads`."
+        for h in getattr(self, '_require_grads_hooks', []): h.remove()
+        self._require_grads_hooks = []
+
+    supports_gradient_checkpointing = True
+
+    def _checkpointed(self) -> list[nn.Module]:
+        layers = [m for m in self.modules() if isinstance(getattr(m, 'gradient_checkpointing', None), bool)]
+        if not layers: raise ValueError(f'{type(self).__name__} has no encoder whose layers could be checkpointed')
+        return layers
+
+    def gradient_checkpointing_enable(self,
+                                      gradient_checkpointing_kwargs: dict | None = None,  # for torch.utils.checkpoint.checkpoint
+                                     ) -> None:
+        "Recompute each encoder layer in the backward pass instead of storing its activations (training mode only)."
+        kwargs = {'use_reentrant': False, **(gradient_checkpointing_kwargs or {})}
+        for m in self._checkpointed(): m.gradient_checkpointing, m._checkpointing_kwargs = True, kwargs
+        if kwargs['use_reentrant']: self.enable_input_require_grads()  # reentrant checkpoints need inputs that require grad
+
+    def gradient_checkpointing_disable(self) -> None:
+        "Store the activations again (the default)."
+        for m in self._checkpointed(): m.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        "Whether gradient checkpointing is on."
+        return any(getattr(m, 'gradient_checkpointing', False) is True for m in self.modules())
 
 # %% ../nbs/08_weights.ipynb #bd62ab5a
 def _storage_key(t: torch.Tensor) -> tuple:
@@ -315,6 +406,13 @@ def resolve_checkpoint(path_or_name: str | os.PathLike,  # a local directory, or
                                 f'Hugging Face Hub ({why}): {hint}') from None
 
 # %% ../nbs/08_weights.ipynb #3ee6b78d
+def _dtype_alias(dtype, torch_dtype):
+    "`dtype`, or `torch_dtype` (its older name) if only that is given."
+    if torch_dtype is None: return dtype
+    if dtype is not None and dtype != torch_dtype:
+        raise ValueError(f'`dtype`={dtype!r} and `torch_dtype`={torch_dtype!r} disagree: pass only `dtype`')
+    return torch_dtype
+
 def _resolve_dtype(dtype, config: PerceiverConfig, state: dict) -> torch.dtype:
     if dtype is None: return torch.get_default_dtype()
     if dtype == 'auto':
