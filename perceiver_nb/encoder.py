@@ -73,11 +73,11 @@ class PerceiverEncoder(nn.Module):
         self.gradient_checkpointing = False  # set by the model's `gradient_checkpointing_enable()`
         self._checkpointing_kwargs = {'use_reentrant': False}
 
-    def _run(self, layer: nn.Module, *args, **kwargs):
-        "`layer(*args, **kwargs)`, recomputed in the backward pass instead of stored if gradient checkpointing is on."
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(layer, *args, **self._checkpointing_kwargs, **kwargs)
-        return layer(*args, **kwargs)
+    def _run(self, layer: nn.Module, *args):
+        "`layer(*args)`, recomputed in the backward pass instead of stored if gradient checkpointing is on."
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():  # positional: reentrant takes no kwargs
+            return torch.utils.checkpoint.checkpoint(layer, *args, **self._checkpointing_kwargs)
+        return layer(*args)
 
     def forward(self,
                 hidden_states: torch.Tensor,  # (B, N, D) the latents
@@ -92,12 +92,12 @@ class PerceiverEncoder(nn.Module):
         if inputs is None: raise ValueError(f'`inputs` (B, M, {self.cross_attention.attention.self.kv_dim}) are required')
         hiddens = [] if output_hidden_states else None
         self_probs, cross_probs = ([], []) if output_attentions else (None, None)
-        z, *probs = self._run(self.cross_attention, hidden_states, inputs=inputs, inputs_mask=inputs_mask, output_attentions=output_attentions)
+        z, *probs = self._run(self.cross_attention, hidden_states, None, inputs, inputs_mask, output_attentions)
         if output_attentions: cross_probs += probs
         for _ in range(self.config.num_blocks):
             for layer in self.self_attends:  # the same L layers in every block: weight sharing
                 if output_hidden_states: hiddens.append(z)
-                z, *probs = self._run(layer, z, attention_mask=attention_mask, output_attentions=output_attentions)
+                z, *probs = self._run(layer, z, attention_mask, None, None, output_attentions)
                 if output_attentions: self_probs += probs
             if output_hidden_states: hiddens.append(z)
         out = PerceiverEncoderOutput(z, *(None if t is None else tuple(t) for t in (hiddens, self_probs, cross_probs)))

@@ -89,7 +89,7 @@ def test_targets_and_token_types_match_transformers(batch, data, kw):
 def test_pad_matches_transformers(batch, padding, multiple, side, tensors, attention, extras):
     examples = [OURS(t, return_token_type_ids=extras, return_special_tokens_mask=extras) for t in batch]
     kw = dict(padding=padding, pad_to_multiple_of=multiple, padding_side=side, return_tensors=tensors, return_attention_mask=attention)
-    if padding == 'max_length': kw['max_length'] = 40
+    if padding == 'max_length': kw['max_length'] = 140  # longer than any generated example (4 pieces × 8 chars × 4 bytes + 2)
     if attention is False:  # transformers leaves the examples' own attention_mask ragged; we pad it
         kw['return_attention_mask'] = None
         got = OURS.pad(examples, **{**kw, 'return_attention_mask': False})
@@ -195,3 +195,164 @@ def test_add_tokens_departure_byte_characters():
     assert theirs('\x80')['input_ids'] == [4, 134, 5] and theirs.decode([54], skip_special_tokens=True) == ''
     assert ours('\x80')['input_ids'] == [4, 200, 134, 5] and ours.decode([54], skip_special_tokens=True) == '0'
     assert ours.all_special_ids == PerceiverTokenizer().all_special_ids
+
+
+# ---------------------------------------------------------------- models and config
+from unittest.mock import patch
+
+from perceiver_nb import (PerceiverConfig, PerceiverForImageClassificationConvProcessing, PerceiverForImageClassificationFourier,
+                          PerceiverForImageClassificationLearned, PerceiverForMaskedLM, PerceiverForSequenceClassification,
+                          PerceiverModel)
+
+transformers.utils.logging.disable_progress_bar()
+TINY = dict(num_latents=5, d_latents=16, d_model=16, num_blocks=2, num_self_attends_per_block=2, num_self_attention_heads=2,
+            num_cross_attention_heads=1, qk_channels=16, v_channels=16, max_position_embeddings=12, image_size=6, num_labels=3,
+            attention_probs_dropout_prob=0.1)
+TASKS = [PerceiverForMaskedLM, PerceiverForSequenceClassification, PerceiverForImageClassificationLearned,
+         PerceiverForImageClassificationFourier, PerceiverForImageClassificationConvProcessing]
+TASK_IDS = ['mlm', 'seqcls', 'learned', 'fourier', 'conv']
+
+
+def _inputs(cls, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if cls in (PerceiverForMaskedLM, PerceiverForSequenceClassification):
+        mask = torch.ones(2, 12, dtype=torch.long); mask[1, 7:] = 0
+        labels = torch.randint(0, 262, (2, 12), generator=g) if cls is PerceiverForMaskedLM else torch.tensor([0, 2])
+        return dict(inputs=torch.randint(0, 262, (2, 12), generator=g), attention_mask=mask, labels=labels)
+    size = (6, 6) if cls is PerceiverForImageClassificationLearned else (17, 19)
+    return dict(inputs=torch.randn(2, 3, *size, generator=g), labels=torch.tensor([1, 2]))
+
+
+def _loss_and_grads(model, kw, seed=0):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout masks in both runs
+    loss = model(**kw).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize('cls', TASKS, ids=TASK_IDS)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(cls):
+    torch.manual_seed(0)
+    model = cls(PerceiverConfig(**TINY)).train()
+    assert cls.supports_gradient_checkpointing and not model.is_gradient_checkpointing
+    kw = _inputs(cls)
+    loss, grads = _loss_and_grads(model, kw)
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    with patch('torch.utils.checkpoint.checkpoint', wraps=torch.utils.checkpoint.checkpoint) as spy:
+        loss_ckpt, grads_ckpt = _loss_and_grads(model, kw)
+    assert spy.call_count == 1 + TINY['num_blocks'] * TINY['num_self_attends_per_block']  # cross-attention + every self-attention
+    assert all(c.kwargs['use_reentrant'] is False for c in spy.call_args_list)
+    assert (loss_ckpt - loss).abs().item() <= 1e-6
+    assert grads.keys() == grads_ckpt.keys() and len(grads) == sum(1 for p in model.parameters() if p.requires_grad)
+    worst = max((grads[n] - grads_ckpt[n]).abs().max().item() for n in grads)
+    assert worst <= 1e-6, worst
+    model.gradient_checkpointing_disable()
+    assert not model.is_gradient_checkpointing
+
+
+@pytest.mark.parametrize('cls', [PerceiverForMaskedLM, PerceiverForImageClassificationFourier], ids=['mlm', 'fourier'])
+def test_gradient_checkpointing_is_off_in_eval_and_no_grad(cls):
+    model = cls(PerceiverConfig(**TINY))
+    model.gradient_checkpointing_enable()
+    kw = _inputs(cls)
+    with patch('torch.utils.checkpoint.checkpoint', wraps=torch.utils.checkpoint.checkpoint) as spy:
+        model.eval()(**kw)
+        with torch.no_grad(): model.train()(**kw)
+    assert spy.call_count == 0
+
+
+def test_gradient_checkpointing_reentrant_and_frozen_backbone():
+    "use_reentrant=True (asked for explicitly) turns on enable_input_require_grads, so a frozen backbone still trains its head."
+    model = PerceiverForSequenceClassification(PerceiverConfig(**TINY)).train()
+    for p in model.perceiver.parameters(): p.requires_grad_(False)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': True})
+    loss, grads = _loss_and_grads(model, _inputs(PerceiverForSequenceClassification))
+    assert set(grads) == {n for n, p in model.named_parameters() if p.requires_grad} and loss.isfinite()
+    model.disable_input_require_grads(); assert model._require_grads_hooks == []
+
+
+def test_enable_input_require_grads():
+    model = PerceiverForMaskedLM(PerceiverConfig(**TINY))
+    for p in model.parameters(): p.requires_grad_(False)
+    kw = _inputs(PerceiverForMaskedLM)
+    assert not model(**kw).logits.requires_grad
+    model.enable_input_require_grads()
+    assert model(**kw).logits.requires_grad
+
+
+@pytest.mark.parametrize('cls', TASKS + [PerceiverModel], ids=TASK_IDS + ['model'])
+def test_model_api_matches_transformers(cls):
+    theirs_cls = getattr(transformers, cls.__name__)
+    cfg = {k: v for k, v in TINY.items()}
+    ours, theirs = cls._from_config(PerceiverConfig(**cfg)), theirs_cls._from_config(transformers.PerceiverConfig(**cfg))
+    assert cls.can_generate() is theirs_cls.can_generate() is False
+    assert ours.get_output_embeddings() is None and theirs.get_output_embeddings() is None
+    emb, their_emb = ours.get_input_embeddings(), theirs.get_input_embeddings()
+    assert type(emb) is type(their_emb) is torch.nn.Parameter and emb.shape == their_emb.shape
+    name = next(n for n, p in ours.named_parameters() if p is emb)
+    assert name == next(n for n, p in theirs.named_parameters() if p is their_emb)
+    half = cls._from_config(PerceiverConfig(**cfg), torch_dtype='float16')
+    assert half.dtype == theirs_cls._from_config(transformers.PerceiverConfig(**cfg), dtype=torch.float16).dtype == torch.float16
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    ours.init_weights()  # a no-op on a built model, as transformers'
+    assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())
+
+
+@pytest.mark.parametrize('kw', [dict(dtype='float16'), dict(torch_dtype='bfloat16'), dict(dtype='float32', torch_dtype='float16'),
+                                dict(id2label={0: 'a', 1: 'b'}, label2id={'x': 0, 'y': 1}), dict(label2id={'x': 0, 'y': 1, 'z': 2}),
+                                dict(num_labels=3, label2id={'x': 0}), dict(id2label={'0': 'a', '1': 'b', '2': 'c'}), dict(d_model=10, num_labels=4)])
+def test_config_matches_transformers(tmp_path, kw):
+    ours, theirs = PerceiverConfig(**kw), transformers.PerceiverConfig(**kw)
+    assert ours.dtype == theirs.dtype and (ours.dtype is None or isinstance(ours.dtype, torch.dtype))
+    assert (ours.id2label, ours.num_labels) == (theirs.id2label, theirs.num_labels)
+    if theirs.label2id is None:  # transformers leaves label2id None when id2label alone is given; we invert id2label
+        assert 'id2label' in kw and 'label2id' not in kw and ours.label2id == {v: k for k, v in ours.id2label.items()}
+    else: assert ours.label2id == theirs.label2id
+    drop = lambda d: {k: v for k, v in d.items() if k != 'transformers_version'}
+    assert set(ours.to_diff_dict()) == set(drop(theirs.to_diff_dict()))
+    assert ours.get_text_config() is ours and theirs.get_text_config() is theirs
+    for use_diff in (True, False):
+        ours.to_json_file(tmp_path / 'ours.json', use_diff=use_diff)
+        back = transformers.PerceiverConfig.from_json_file(tmp_path / 'ours.json')
+        assert (back.dtype, back.id2label, back.d_model) == (theirs.dtype, theirs.id2label, theirs.d_model)
+        assert back.label2id == ours.label2id
+        theirs.to_json_file(tmp_path / 'theirs.json', use_diff=use_diff)
+        mine = PerceiverConfig.from_json_file(tmp_path / 'theirs.json')
+        assert (mine.dtype, mine.id2label, mine.label2id, mine.d_model) == (ours.dtype, ours.id2label, ours.label2id, ours.d_model)
+
+
+def test_from_pretrained_options_match_transformers(tmp_path):
+    cfg = dict(TINY)
+    torch.manual_seed(0)
+    theirs = transformers.PerceiverForSequenceClassification(transformers.PerceiverConfig(**cfg)).eval()
+    theirs.save_pretrained(tmp_path / 'repo' / 'sub')
+    kw = _inputs(PerceiverForSequenceClassification); kw.pop('labels')
+    with torch.no_grad(): expected = theirs(**kw).logits
+    ours, info = PerceiverForSequenceClassification.from_pretrained(tmp_path / 'repo', subfolder='sub', output_loading_info=True)
+    _, their_info = transformers.PerceiverForSequenceClassification.from_pretrained(tmp_path / 'repo', subfolder='sub', output_loading_info=True)
+    assert info == {k: set(v) if isinstance(v, (set, list)) and k != 'error_msgs' else v for k, v in their_info.items()}
+    with torch.no_grad(): assert (ours(**kw).logits - expected).abs().max() <= 1e-5
+    in_memory = PerceiverForSequenceClassification.from_pretrained(None, config=PerceiverConfig(**cfg), state_dict=theirs.state_dict())
+    with torch.no_grad(): assert (in_memory(**kw).logits - expected).abs().max() <= 1e-5
+    assert PerceiverForSequenceClassification.from_pretrained(tmp_path / 'repo', subfolder='sub', torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+    # a backbone checkpoint into a task model: the head is missing, reported like transformers (strict=False)
+    theirs.perceiver.save_pretrained(tmp_path / 'backbone')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        _, info = PerceiverForSequenceClassification.from_pretrained(tmp_path / 'backbone', strict=False, output_loading_info=True)
+    _, their_info = transformers.PerceiverForSequenceClassification.from_pretrained(tmp_path / 'backbone', output_loading_info=True)
+    assert info['missing_keys'] == set(their_info['missing_keys']) and info['unexpected_keys'] == set(their_info['unexpected_keys'])
+
+
+def test_from_pretrained_option_errors(tmp_path):
+    with pytest.raises(ValueError, match='`path_or_name` may be None only when both `config` and `state_dict`'):
+        PerceiverForMaskedLM.from_pretrained(None, config=PerceiverConfig(**TINY))
+    PerceiverForMaskedLM(PerceiverConfig(**TINY)).save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no folder 'nope' \\(`subfolder`\\)"): PerceiverForMaskedLM.from_pretrained(tmp_path, subfolder='nope')
+    with pytest.raises(ValueError, match='`dtype`=.* and `torch_dtype`=.* disagree'):
+        PerceiverForMaskedLM.from_pretrained(tmp_path, dtype='float16', torch_dtype='bfloat16')
+    with pytest.raises(ValueError, match='`state_dict` must be a dict'): PerceiverForMaskedLM.from_pretrained(tmp_path, state_dict=[1])
+    with pytest.raises(ValueError, match='`dtype` must be None, a floating torch.dtype'): PerceiverConfig(dtype='int8')
+    with pytest.raises(ValueError, match='`label2id` must be a dict'): PerceiverConfig(id2label={0: 'a'}, label2id=['a'])
