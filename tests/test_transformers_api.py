@@ -378,3 +378,13 @@ def test_gradient_checkpointing_saves_memory():
     plain = _bytes_saved_for_backward(model, kw)
     model.gradient_checkpointing_enable()
     assert _bytes_saved_for_backward(model, kw) < 0.7 * plain  # 44% less here: the decoder and the embeddings are not checkpointed
+
+
+def test_transformers_data_collators_take_our_tokenizer():
+    "DataCollatorForLanguageModeling and DataCollatorWithPadding call pad, get_special_tokens_mask, mask_token, len(): same batches."
+    examples = [OURS('hello world'), OURS('hi'), OURS('a [MASK] b')]
+    for make in [lambda t: transformers.DataCollatorForLanguageModeling(t, mlm_probability=0.3, return_tensors='pt'),
+                 lambda t: transformers.DataCollatorWithPadding(t, pad_to_multiple_of=8)]:
+        torch.manual_seed(0); ours = make(OURS)(examples)
+        torch.manual_seed(0); theirs = make(HF)(examples)
+        assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in theirs)
