@@ -333,13 +333,16 @@ class PerceiverTokenizer:
                  return_attention_mask: bool | None = None,  # include `attention_mask` (default True)
                  return_special_tokens_mask: bool = False,  # include `special_tokens_mask` (1 on special tokens and padding)
                  split_special_tokens: bool = False,  # read special-token strings in the text as plain bytes
+                 return_overflowing_tokens: bool = False,  # also return the ids truncation cut off (lists only)
+                 stride: int = 0,  # with `return_overflowing_tokens`: also repeat this many kept ids before the cut-off ones
                 ) -> BatchEncoding:
         "Encode a text, a pair or a batch into `input_ids` and `attention_mask`, truncated and padded like transformers; targets into `labels`."
         if text is None and text_target is None: raise ValueError('`text` must be a str or a list of str, got None (pass `text` and/or `text_target`)')
         kw = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, max_length=max_length,
                   pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_tensors=return_tensors,
                   return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
-                  return_special_tokens_mask=return_special_tokens_mask, split_special_tokens=split_special_tokens)
+                  return_special_tokens_mask=return_special_tokens_mask, split_special_tokens=split_special_tokens,
+                  return_overflowing_tokens=return_overflowing_tokens, stride=stride)
         if text is None: return self._encode(text_target, text_pair_target, ('text_target', 'text_pair_target'), **kw)
         enc = self._encode(text, text_pair, ('text', 'text_pair'), **kw)
         if text_target is not None:
@@ -348,19 +351,30 @@ class PerceiverTokenizer:
 
     def _encode(self, text, text_pair, names, add_special_tokens, padding, truncation, max_length, pad_to_multiple_of,
                 padding_side, return_tensors, return_token_type_ids, return_attention_mask, return_special_tokens_mask,
-                split_special_tokens) -> BatchEncoding:
+                split_special_tokens, return_overflowing_tokens, stride) -> BatchEncoding:
         "`__call__` for one of the inputs or the targets; `names` are the argument names used in errors."
         padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         _choice(padding_side or self.padding_side, 'padding_side', ('right', 'left'))
         _choice(return_tensors, 'return_tensors', (None, 'pt', 'np'))
-        rows, special, types = [], [], []
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+            raise ValueError(f'`stride` must be a non-negative int, got {stride!r}')
+        rows, special, types, overflow, cut = [], [], [], [], []
         for first, second, first_name, second_name in self._texts(text, text_pair, names):
             a = self._text_ids(first, first_name, split_special_tokens)
             b = None if second is None else self._text_ids(second, second_name, split_special_tokens)
+            if return_overflowing_tokens and truncation == 'longest_first' and b is not None:
+                raise ValueError("`return_overflowing_tokens` needs `truncation`='only_first' or 'only_second' for a pair "
+                                 "(the ids 'longest_first' cuts come from both texts), got 'longest_first'")
             n_special = self.num_special_tokens_to_add(pair=b is not None) if add_special_tokens else 0
+            overflow.append([]); cut.append(0)
             if truncation != 'do_not_truncate':
                 excess = len(a) + len(b or []) + n_special - max_length
-                if excess > 0: a, b = _truncate(a, b, excess, truncation, self.truncation_side)
+                if excess > 0:
+                    cut_from = b if truncation == 'only_second' else a  # the text the ids are cut from
+                    window = min(len(cut_from or []), stride + excess)
+                    if window: overflow[-1] = cut_from[:window] if self.truncation_side == 'left' else cut_from[-window:]
+                    cut[-1] = excess
+                    a, b = _truncate(a, b, excess, truncation, self.truncation_side)
             if add_special_tokens:
                 rows.append(self.build_inputs_with_special_tokens(a, b)); special.append(self.get_special_tokens_mask(a, b))
                 types.append(self.create_token_type_ids_from_sequences(a, b))
@@ -369,6 +383,8 @@ class PerceiverTokenizer:
         out = {'input_ids': rows}
         if return_token_type_ids: out['token_type_ids'] = types
         if return_special_tokens_mask: out['special_tokens_mask'] = special
+        if return_overflowing_tokens and return_tensors is None and any(overflow):  # as transformers: lists, only if something was cut
+            out['overflowing_tokens'], out['num_truncated_tokens'] = overflow, cut
         return self.pad(out, padding=padding if padding != 'do_not_pad' else False, max_length=max_length,
                         pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_attention_mask=return_attention_mask,
                         return_tensors=return_tensors, _batched=not isinstance(text, str))
