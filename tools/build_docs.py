@@ -220,8 +220,10 @@ class Linker:
         return f'[{text}]({self.up}{self.pages[target]}.ipynb{anchor})'
 
     def markdown(self, s: str) -> str:
-        s = re.sub(r'\[([^\]]*)\]\(' + re.escape(self.doc_base) + r'([^)\s]+)\)', self._doc_link, s)
-        s = re.sub(r'\[([^\]]*)\]\((?!\w+:)([^)\s#]+\.ipynb)(#[^)\s]*)?\)', self._nb_link, s)
+        # A link's text holds no brackets: otherwise the '[' of an interval such as $[-1, 1)$ would open a link that
+        # runs on to the next real one.
+        s = re.sub(r'\[([^\[\]]*)\]\(' + re.escape(self.doc_base) + r'([^)\s]+)\)', self._doc_link, s)
+        s = re.sub(r'\[([^\[\]]*)\]\((?!\w+:)([^)\s#]+\.ipynb)(#[^)\s]*)?\)', self._nb_link, s)
         return s
 
     def show_doc(self, md: str) -> str:
