@@ -22,6 +22,8 @@ from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
 from .decoders.classification import *
+from .decoders.video import *
+from .decoders.multimodal import *
 from .postprocessors import *
 from .model import *
 from .tasks.text import *
