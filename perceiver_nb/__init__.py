@@ -18,6 +18,9 @@ from .outputs import *
 from .weights import *
 from .preprocessors.text import *
 from .preprocessors.image import *
+from .preprocessors.audio import *
+from .preprocessors.onehot import *
+from .preprocessors.multimodal import *
 from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
