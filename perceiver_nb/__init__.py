@@ -31,6 +31,7 @@ from .postprocessors import *
 from .model import *
 from .tasks.text import *
 from .tasks.image import *
+from .tasks.multimodal import *
 
 # %% ../nbs/90_api.ipynb #c6bd519a
 import sys as _sys
