@@ -203,3 +203,30 @@ def test_multimodal_decoder_errors_and_dtypes():
     ours.float()
     assert {k[2] for k in ours._tables} >= {torch.bfloat16, torch.float16}
     ours.cache_clear(); assert not ours._tables
+
+
+def test_released_size_queries_bit_for_bit():
+    "The released audio (1920 patches, 192 bands over 30,720 samples: arguments up to ~48,000 rad) and video queries."
+    cfg, hf_cfg = configs()
+    audio_kw = dict(output_index_dims=(1920,), output_num_channels=512, position_encoding_type='fourier', position_encoding_only=True,
+                    fourier_position_encoding_kwargs=dict(num_bands=192, max_resolution=(30720,), sine_only=False, concat_pos=True))
+    video_kw = dict(output_shape=[1, 16, 224, 224], output_num_channels=512, position_encoding_type='fourier', position_encoding_only=True,
+                    fourier_position_encoding_kwargs=dict(num_bands=32, max_resolution=(16, 56, 56), sine_only=False, concat_pos=True))
+    label_kw = dict(position_encoding_type='trainable', position_encoding_only=True,
+                    trainable_position_encoding_kwargs=dict(num_channels=1024, index_dims=1))
+    mods = lambda lib, c: {'audio': (hf.PerceiverBasicDecoder if lib == 'hf' else PerceiverBasicDecoder)(c, **audio_kw),
+                           'image': (hf.PerceiverBasicVideoAutoencodingDecoder if lib == 'hf' else PerceiverBasicVideoAutoencodingDecoder)(c, **video_kw),
+                           'label': (hf.PerceiverClassificationDecoder if lib == 'hf' else PerceiverClassificationDecoder)(c, **label_kw)}
+    theirs = hf.PerceiverMultimodalDecoder(hf_cfg, mods('hf', hf_cfg), num_outputs=None, output_num_channels=512).eval()
+    ours = PerceiverMultimodalDecoder(cfg, mods('ours', cfg), num_outputs=None, output_num_channels=512).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert ours.num_query_channels == 1026
+    x, sizes = torch.zeros(1, 3, 1), {'audio': 1, 'image': 1, 'label': 1}
+    g = torch.Generator().manual_seed(0)
+    img = torch.randperm(16 * 224 * 224, generator=g)[:4096]
+    with torch.no_grad():
+        for points in ({'audio': torch.arange(1920), 'image': img, 'label': None},
+                       {'audio': torch.arange(1905, 1920), 'image': torch.arange(6272 * 127, 6272 * 128), 'label': None}):
+            assert torch.equal(theirs.decoder_query(x, sizes, subsampled_points=points), ours.decoder_query(x, sizes, subsampled_points=points))
+        ranges = {'audio': range(1905, 1920), 'image': range(6272 * 127, 6272 * 128), 'label': range(0, 1)}
+        assert torch.equal(ours.decoder_query(x, sizes, subsampled_points=ranges), theirs.decoder_query(x, sizes, subsampled_points=points))
