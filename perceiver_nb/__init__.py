@@ -22,10 +22,12 @@ from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
 from .decoders.classification import *
+from .decoders.flow import *
 from .postprocessors import *
 from .model import *
 from .tasks.text import *
 from .tasks.image import *
+from .tasks.flow import *
 
 # %% ../nbs/90_api.ipynb #c6bd519a
 import sys as _sys
