@@ -28,6 +28,7 @@ from .model import *
 from .tasks.text import *
 from .tasks.image import *
 from .tasks.flow import *
+from .flow import *
 
 # %% ../nbs/90_api.ipynb #c6bd519a
 import sys as _sys

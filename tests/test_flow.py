@@ -4,7 +4,7 @@ The decoder and `PerceiverForOpticalFlow` are built by transformers from small r
 `save_pretrained` and loaded into ours (and back); flow, hidden states and attention maps agree within 1e-4 in
 float32. Nothing is downloaded.
 """
-import random
+import random, re
 
 import pytest
 import torch
@@ -338,3 +338,97 @@ def test_training_demo_other_seeds(seed):
     "The notebook trains with seed 0; the other seeds must clear the same bar (EPE below half the zero-flow EPE)."
     _, history = train_flow_demo(seed=seed, progress=False)
     assert history['epe'][-1][1] < 0.5 * history['zero_epe'], history['epe']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# .flo files and datasets
+
+from perceiver_nb import read_flo, write_flo, FlowDataset, plot_flow_arrows
+
+
+@pytest.mark.parametrize('shape', [(1, 1), (3, 5), (17, 4)])
+def test_flo_round_trip(tmp_path, shape):
+    flow = np.random.default_rng(0).normal(size=(*shape, 2)).astype(np.float32)
+    write_flo(tmp_path / 'x.flo', flow)
+    assert np.array_equal(read_flo(tmp_path / 'x.flo'), flow)
+    write_flo(tmp_path / 'y.flo', torch.from_numpy(flow).double())  # tensors, other float dtypes: stored as float32
+    assert np.array_equal(read_flo(tmp_path / 'y.flo'), flow)
+    raw = (tmp_path / 'x.flo').read_bytes()
+    assert raw[:4] == b'PIEH' and np.frombuffer(raw, '<i4', 2, offset=4).tolist() == [shape[1], shape[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['x.flo', 'y.flo']  # no temporary file left behind
+
+
+def test_flo_errors(tmp_path):
+    good = write_flo(tmp_path / 'good.flo', np.zeros((2, 3, 2), np.float32)).read_bytes()
+    cases = {'empty.flo': b'', 'short.flo': good[:-1], 'long.flo': good + b'\0' * 4, 'magic.flo': b'XXXX' + good[4:],
+             'size.flo': good[:4] + np.array([0, 3], '<i4').tobytes() + good[12:]}
+    messages = {'empty.flo': 'not a .flo file (0 bytes', 'short.flo': '59 bytes, but a 3x2 flow field takes 60',
+                'long.flo': '64 bytes, but a 3x2', 'magic.flo': 'magic number', 'size.flo': 'implausible size 0x3'}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=re.escape(messages[name])) as e: read_flo(tmp_path / name)
+        assert name in str(e.value)
+    with pytest.raises(ValueError, match=r'`flow` must have 3 dimensions \(\*, \*, 2\)'): write_flo(tmp_path / 'b.flo', np.zeros((2, 3)))
+    with pytest.raises(TypeError, match='floating point'): write_flo(tmp_path / 'b.flo', np.zeros((2, 3, 2), int))
+
+
+def test_write_flo_is_atomic(tmp_path, monkeypatch):
+    "A write that fails part-way leaves the previous file intact and no temporary file."
+    path = write_flo(tmp_path / 'f.flo', np.ones((2, 2, 2), np.float32))
+    def broken(*args): raise OSError('disk full')
+    monkeypatch.setattr('perceiver_nb.flow.os.replace', broken)
+    with pytest.raises(OSError, match='disk full'): write_flo(path, np.zeros((4, 4, 2), np.float32))
+    assert np.array_equal(read_flo(path), np.ones((2, 2, 2), np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ['f.flo']
+
+
+def _png(path, size, seed):
+    PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+
+
+def test_chairs_dataset(tmp_path):
+    data = tmp_path / 'data'; data.mkdir()
+    for i in range(1, 4):
+        _png(data / f'{i:05d}_img1.ppm', (5, 7), i); _png(data / f'{i:05d}_img2.ppm', (5, 7), 10 + i)
+        write_flo(data / f'{i:05d}_flow.flo', np.full((5, 7, 2), i, np.float32))
+    ds = FlowDataset(tmp_path)
+    assert ds.layout == 'chairs' and len(ds) == 3
+    item = ds[2]
+    assert item['name'] == '00003' and item['image1'].dtype == torch.uint8 and item['image1'].shape == (5, 7, 3)
+    assert torch.equal(item['flow'], torch.full((5, 7, 2), 3.0))
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch['flow'].shape == (2, 5, 7, 2)
+    write_flo(data / '00002_flow.flo', np.zeros((4, 7, 2), np.float32))
+    with pytest.raises(ValueError, match=r'00002_flow.flo is \(4, 7\) \(H, W\) but its frames'): ds[1]
+    (data / '00003_img2.ppm').unlink()
+    with pytest.raises(FileNotFoundError, match='00003_img2.ppm is missing'): FlowDataset(tmp_path)
+
+
+def test_sintel_dataset(tmp_path):
+    for scene, n in [('alley_1', 3), ('bamboo_2', 2)]:
+        for split in ('training', 'test'):
+            (tmp_path / split / 'final' / scene).mkdir(parents=True)
+            for i in range(1, n + 1): _png(tmp_path / split / 'final' / scene / f'frame_{i:04d}.png', (4, 6), i)
+        (tmp_path / 'training' / 'flow' / scene).mkdir(parents=True)
+        for i in range(1, n): write_flo(tmp_path / 'training' / 'flow' / scene / f'frame_{i:04d}.flo', np.zeros((4, 6, 2), np.float32))
+    ds = FlowDataset(tmp_path, pass_name='final')
+    assert ds.layout == 'sintel' and [s[-1] for s in ds.samples] == ['alley_1/frame_0001', 'alley_1/frame_0002', 'bamboo_2/frame_0001']
+    assert ds[1]['flow'].shape == (4, 6, 2)
+    test = FlowDataset(tmp_path, split='test', pass_name='final')
+    assert len(test) == 3 and 'flow' not in test[0]
+    with pytest.raises(FileNotFoundError, match='training/clean does not exist'): FlowDataset(tmp_path)
+    (tmp_path / 'training' / 'flow' / 'alley_1' / 'frame_0002.flo').unlink()
+    with pytest.raises(FileNotFoundError, match='frame_0002.flo is missing'): FlowDataset(tmp_path, pass_name='final')
+    with pytest.raises(FileNotFoundError, match='is not a directory'): FlowDataset(tmp_path / 'nowhere')
+    with pytest.raises(ValueError, match='`layout` must be'): FlowDataset(tmp_path, layout='kitti')
+    with pytest.raises(ValueError, match='no frame pairs found'): FlowDataset(tmp_path / 'training' / 'flow', layout='chairs')
+
+
+def test_plot_flow_arrows():
+    import matplotlib; matplotlib.use('Agg')
+    flow = torch.zeros(10, 20, 2); flow[..., 0] = 1.5
+    ax = plot_flow_arrows(flow, image=np.zeros((10, 20, 3)), step=5, title='t')
+    q = ax.collections[0]
+    assert q.U.shape[0] == 2 * 4 and np.allclose(q.U, 1.5) and ax.get_ylim()[0] > ax.get_ylim()[1]  # y points down
+    with pytest.raises(ValueError, match='`step` must be a positive int'): plot_flow_arrows(flow, step=0)
+    with pytest.raises(ValueError, match=r'`image` must have shape \(10, 20, 3\)'): plot_flow_arrows(flow, image=np.zeros((9, 20, 3)))
