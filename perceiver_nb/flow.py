@@ -141,9 +141,10 @@ def plot_flow_arrows(flow,  # (H, W, 2) flow in pixels, tensor or array
                      ax: plt.Axes | None = None,
                      title: str = '',
                      color: str = 'tab:red',
+                     scale: float = 1.0,  # arrow length per pixel of motion (1: true length)
                      figsize: tuple = (6, 3),
                     ) -> plt.Axes:
-    "Draw a flow field as arrows from each sampled pixel to where it moves (true length, image axes: y down)."
+    "Draw a flow field as arrows from each sampled pixel towards where it moves (`scale` × true length; y down)."
     if isinstance(flow, torch.Tensor): flow = flow.detach().float().cpu().numpy()
     flow = np.asarray(flow, dtype=np.float32)
     check_shape(flow, 'flow', ('H', 'W', 2))
@@ -157,7 +158,8 @@ def plot_flow_arrows(flow,  # (H, W, 2) flow in pixels, tensor or array
         ax.imshow(image)
     ys, xs = np.mgrid[step // 2:H:step, step // 2:W:step]
     u, v = flow[ys, xs, 0], flow[ys, xs, 1]
-    ax.quiver(xs, ys, u, v, color=color, angles='xy', scale_units='xy', scale=1, width=0.004)
+    if not scale > 0: raise ValueError(f'`scale` must be positive, got {scale!r}')
+    ax.quiver(xs, ys, u, v, color=color, angles='xy', scale_units='xy', scale=1 / scale, width=0.004)
     ax.set(xlim=(-0.5, W - 0.5), ylim=(H - 0.5, -0.5), title=title, xlabel='x (pixels)', ylabel='y (pixels)')
     ax.set_aspect('equal')
     return ax

@@ -431,4 +431,6 @@ def test_plot_flow_arrows():
     q = ax.collections[0]
     assert q.U.shape[0] == 2 * 4 and np.allclose(q.U, 1.5) and ax.get_ylim()[0] > ax.get_ylim()[1]  # y points down
     with pytest.raises(ValueError, match='`step` must be a positive int'): plot_flow_arrows(flow, step=0)
+    with pytest.raises(ValueError, match='`scale` must be positive'): plot_flow_arrows(flow, scale=0)
+    assert np.allclose(plot_flow_arrows(flow, step=5, scale=2).collections[0].scale, 0.5)
     with pytest.raises(ValueError, match=r'`image` must have shape \(10, 20, 3\)'): plot_flow_arrows(flow, image=np.zeros((9, 20, 3)))
