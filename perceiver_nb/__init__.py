@@ -25,13 +25,16 @@ from .image_processor import *
 from .decoders.basic import *
 from .decoders.projection import *
 from .decoders.classification import *
+from .decoders.flow import *
 from .decoders.video import *
 from .decoders.multimodal import *
 from .postprocessors import *
 from .model import *
 from .tasks.text import *
 from .tasks.image import *
+from .tasks.flow import *
 from .tasks.multimodal import *
+from .flow import *
 
 # %% ../nbs/90_api.ipynb #c6bd519a
 import sys as _sys

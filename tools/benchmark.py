@@ -31,8 +31,11 @@ Usage:
     python tools/benchmark.py --device cuda --size released    # the released checkpoints' configurations, on a GPU
     python tools/benchmark.py --device cuda --size released --dtype bfloat16 --modes inference --batch-size 16
     python tools/benchmark.py --models mlm seqcls --no-attentions --repeat 3
+    python tools/benchmark.py --models flow --size released --batch-size 1 --modes inference --no-attentions --repeat 3
+        (--no-attentions also skips the attention-map parity check: at 368x496 those maps need about 20 GB on a CPU)
 
-The image classifiers come from `perceiver_nb.tasks.image`; where that module is missing they are skipped with a note.
+The image classifiers come from `perceiver_nb.tasks.image`, the flow model from `perceiver_nb.tasks.flow`; where a
+module is missing its models are skipped with a note.
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ class ModelSpec:
     key: str  # short name for --models
     class_name: str  # the same in both libraries
     module: str  # our module that defines it
-    kind: str  # 'text' or 'image'
+    kind: str  # 'text', 'image' or 'flow'
     released: str  # the RELEASED_CONFIGS entry giving its full-size configuration
     input_channels: int | None = None  # width of the preprocessed image rows (image models), used as d_model
 
@@ -79,6 +82,8 @@ SPECS = [
               'deepmind/vision-perceiver-fourier', 261),
     ModelSpec('image-conv', 'PerceiverForImageClassificationConvProcessing', 'perceiver_nb.tasks.image', 'image',
               'deepmind/vision-perceiver-conv', 322),
+    # Optical flow: two frames' 3x3 patches (2, 27, H, W) per example; 64 patch channels + 258 Fourier features.
+    ModelSpec('flow', 'PerceiverForOpticalFlow', 'perceiver_nb.tasks.flow', 'flow', 'deepmind/optical-flow-perceiver', 322),
 ]
 
 # Encoder sizes and default workload per --size; 'released' takes the encoder from RELEASED_CONFIGS per model.
@@ -117,12 +122,17 @@ def model_fields(spec: ModelSpec, size: str, seq_len: int, image_size: int) -> d
         if spec.kind == 'text': fields['max_position_embeddings'] = seq_len  # both decode exactly the input's positions
         else: fields['d_model'] = spec.input_channels  # unused by the image models, kept consistent
     if spec.kind == 'image': fields['image_size'] = image_size  # the learned position table covers the input
+    if spec.kind == 'flow' and size != 'released': fields['train_size'] = [image_size, image_size]
     return fields
 
 
-def make_inputs(spec: ModelSpec, batch_size: int, seq_len: int, image_size: int, seed: int = 0) -> dict:
-    "Keyword arguments of one forward call (on the CPU, float32)."
+def make_inputs(spec: ModelSpec, batch_size: int, seq_len: int, image_size: int, seed: int = 0,
+                train_size: tuple | None = None) -> dict:
+    "Keyword arguments of one forward call (on the CPU, float32); flow frames are `train_size` (the model's only size)."
     g = torch.Generator().manual_seed(seed)
+    if spec.kind == 'flow':
+        h, w = train_size or PerceiverConfig().train_size
+        return dict(inputs=torch.rand(batch_size, 2, 27, h, w, generator=g) * 2 - 1)
     if spec.kind == 'text':
         return dict(inputs=torch.randint(0, 262, (batch_size, seq_len), generator=g),
                     attention_mask=torch.ones(batch_size, seq_len, dtype=torch.long))
@@ -152,12 +162,14 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor, what: str) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-def check_parity(ours: torch.nn.Module, theirs: torch.nn.Module, inputs: dict, atol: float = 1e-4) -> dict:
+def check_parity(ours: torch.nn.Module, theirs: torch.nn.Module, inputs: dict, atol: float = 1e-4,
+                 attentions: bool = True,  # also compare with output_attentions=True (False: for huge attention maps)
+                ) -> dict:
     "Raise `ParityError` unless logits (and attentions) agree within `atol` in eval mode; return the max |diffs|."
     ours.eval(); theirs.eval()
     diffs = {}
     with torch.no_grad():
-        for attn in (False, True):
+        for attn in ((False, True) if attentions else (False,)):
             a, b = ours(**inputs, output_attentions=attn), theirs(**inputs, output_attentions=attn)
             tag = 'attn' if attn else 'fused'
             diffs[f'logits_{tag}'] = _max_diff(a.logits, b.logits, f'logits ({tag})')
@@ -249,7 +261,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--no-attentions', action='store_true', help='skip the output_attentions=True rows')
     p.add_argument('--batch-size', type=int, help='default: per --size')
     p.add_argument('--seq-len', type=int, help='text models: bytes per sequence (default: per --size)')
-    p.add_argument('--image-size', type=int, help='image models: height = width (default: per --size)')
+    p.add_argument('--image-size', type=int, help='image and flow models: height = width (default: per --size; '
+                   'flow at --size released: 368x496)')
     p.add_argument('--device', default='cpu', help='cpu or cuda (or cuda:N)')
     p.add_argument('--dtype', choices=list(DTYPES), default='float32', help='timing dtype; parity is checked in float32')
     p.add_argument('--repeat', type=int, help='timed runs per model and mode (default: per --size)')
@@ -310,8 +323,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
         fields = model_fields(spec, args.size, args.seq_len, args.image_size)
         ours, theirs = build_pair(spec, ours_cls, fields, args.seed)
         ours.to(device); theirs.to(device)
-        inputs = _to(make_inputs(spec, args.batch_size, args.seq_len, args.image_size, args.seed), device)
-        diffs = check_parity(ours, theirs, inputs, args.atol)
+        inputs = _to(make_inputs(spec, args.batch_size, args.seq_len, args.image_size, args.seed,
+                                 fields.get('train_size')), device)
+        # --no-attentions also skips comparing attention maps: the released flow model's are two 1.5 GB matrices
+        diffs = check_parity(ours, theirs, inputs, args.atol, attentions=not args.no_attentions)
         log(f'{spec.class_name}: {sum(p.numel() for p in ours.parameters()):,} parameters, parity max |diff| '
             + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
         if spec.kind == 'text' and args.seq_len < fields['max_position_embeddings'] and spec.key == 'mlm':
