@@ -11,6 +11,7 @@ import torch
 import transformers
 import transformers.models.perceiver.modeling_perceiver as hf
 
+from perceiver_nb.core import num_threads
 from perceiver_nb.config import PerceiverConfig
 from perceiver_nb.decoders.flow import PerceiverOpticalFlowDecoder
 
@@ -332,11 +333,11 @@ def test_make_flow_pairs_is_exact():
     assert torch.equal(again[0], frames) and torch.equal(again[1], flow)
 
 
-@pytest.mark.skipif(not os.environ.get('PERCEIVER_NB_SLOW'), reason='about 30 s per seed; set PERCEIVER_NB_SLOW=1')
-@pytest.mark.parametrize('seed', [1, 2, 3, 4])
-def test_training_demo_other_seeds(seed):
-    "The notebook trains with seed 0; the other seeds must clear the same bar (EPE below half the zero-flow EPE)."
-    _, history = train_flow_demo(seed=seed, progress=False)
+@pytest.mark.parametrize('seed,threads', [(1, None), (2, None), (3, None), (4, None), (0, 1)],
+                         ids=['seed1', 'seed2', 'seed3', 'seed4', 'seed0-threads1'])  # the page runs seed 0 as is
+def test_training_demo_other_seeds(seed, threads):
+    "The notebook trains with seed 0; the others must clear the same bar (EPE below half the zero-flow EPE; measured 0.24-0.31)."
+    with num_threads(threads): _, history = train_flow_demo(seed=seed, progress=False)
     assert history['epe'][-1][1] < 0.5 * history['zero_epe'], history['epe']
 
 

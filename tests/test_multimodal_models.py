@@ -4,11 +4,12 @@ Parity: transformers' model with random weights (std 0.1, outputs of order 1) sa
 ours with `from_pretrained`, outputs compared on transformers' own subsampled calls (the only ones it can run), and
 back. Tolerance 1e-4 absolute on every modality; measured gaps are about 2e-6.
 """
-import math, os
+import math
 import tempfile
 
 import pytest
 import torch
+from perceiver_nb.core import num_threads
 import transformers
 
 from perceiver_nb.config import PerceiverConfig, RELEASED_CONFIGS
@@ -182,11 +183,12 @@ def test_modality_names_come_from_the_decoder():
     assert list(out) == ['image', 'label', 'sound'] and out['sound'].shape == (2, 64)
 
 
-@pytest.mark.skipif(not os.environ.get('PERCEIVER_NB_SLOW'), reason='trains the demo, about a minute per seed: set PERCEIVER_NB_SLOW=1')
-@pytest.mark.parametrize('seed', [1, 2, 3, 4])
-def test_demo_trains_for_other_seeds(seed):
+@pytest.mark.parametrize('seed,threads', [(1, None), (2, None), (3, None), (4, None), (0, 1)],
+                         ids=['seed1', 'seed2', 'seed3', 'seed4', 'seed0-threads1'])  # the page runs seed 0 as is
+def test_demo_trains_for_other_seeds(seed, threads):
+    "The page's thresholds hold for other seeds and thread counts (measured: accuracy 0.906-1.0, image 0.28-0.34, audio 0.03-0.16 of start)."
     torch.manual_seed(0)
-    _, history = train_autoencoder(seed=seed, progress=False)
+    with num_threads(threads): _, history = train_autoencoder(seed=seed, progress=False)
     first, last = history[0], history[-1]
     assert last['accuracy'] >= 0.8, history
     assert last['audio_l1'] <= 0.5 * first['audio_l1'], history
