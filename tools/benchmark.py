@@ -36,6 +36,13 @@ Usage:
 
 The image classifiers come from `perceiver_nb.tasks.image`, the flow model from `perceiver_nb.tasks.flow`; where a
 module is missing its models are skipped with a note.
+
+The multimodal autoencoder (`--models multimodal`) gets a row of its own kind, `whole clip`: transformers can only
+reconstruct a clip chunk by chunk, re-running the whole encoder for each of the documented 128 chunks
+(`--chunks`), so the row sets ONE chunk of transformers' loop against our `reconstruct` of the WHOLE clip (encoded
+once, decoded in chunks). Parity is checked on that chunk's outputs first. Multiply transformers' time by the number
+of chunks for the whole clip:
+    python tools/benchmark.py --models multimodal --size released --batch-size 1 --repeat 1 --warmup 0
 """
 from __future__ import annotations
 
@@ -84,6 +91,9 @@ SPECS = [
               'deepmind/vision-perceiver-conv', 322),
     # Optical flow: two frames' 3x3 patches (2, 27, H, W) per example; 64 patch channels + 258 Fourier features.
     ModelSpec('flow', 'PerceiverForOpticalFlow', 'perceiver_nb.tasks.flow', 'flow', 'deepmind/optical-flow-perceiver', 322),
+    # Multimodal autoencoding: its own row (ours: the whole clip; transformers: one chunk of its loop), see multimodal_row.
+    ModelSpec('multimodal', 'PerceiverForMultimodalAutoencoding', 'perceiver_nb.tasks.multimodal', 'multimodal',
+              'deepmind/multimodal-perceiver'),
 ]
 
 # Encoder sizes and default workload per --size; 'released' takes the encoder from RELEASED_CONFIGS per model.
@@ -269,6 +279,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--warmup', type=int, help='untimed runs first (default: per --size)')
     p.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s choice)')
     p.add_argument('--atol', type=float, default=1e-4, help='parity tolerance (float32, default 1e-4)')
+    p.add_argument('--chunks', type=int, default=128, help="multimodal: chunks of transformers' loop (default 128, as "
+                   'its documentation; one of them is timed)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', type=Path, metavar='PATH', help='also write settings, environment and rows here')
     args = p.parse_args(argv)
@@ -320,6 +332,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
     attn_flags = (False,) if args.no_attentions else (False, True)
     rows = []
     for spec, ours_cls in specs:
+        if spec.kind == 'multimodal':
+            rows.append(multimodal_row(args, device, dtype, log))
+            continue
         fields = model_fields(spec, args.size, args.seq_len, args.image_size)
         ours, theirs = build_pair(spec, ours_cls, fields, args.seed)
         ours.to(device); theirs.to(device)
@@ -359,6 +374,56 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
         args.json.write_text(json.dumps(dict(environment=env, settings=settings, notes=notes, rows=rows), indent=1) + '\n')
         log(f'wrote {args.json}')
     return rows
+
+
+def multimodal_row(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, log: Callable[[str], None]) -> dict:
+    "Our `reconstruct` of a whole clip against one chunk of transformers' documented chunk loop, same weights and clip."
+    from perceiver_nb.tasks.multimodal import PerceiverForMultimodalAutoencoding, reconstruct, demo_config
+    fields = dict(RELEASED_CONFIGS['deepmind/multimodal-perceiver']) if args.size == 'released' else \
+        demo_config().to_dict() | dict(num_labels=5)
+    fields = {k: v for k, v in fields.items() if k in PerceiverConfig().to_dict() and k not in ('id2label', 'label2id')} | \
+        {'num_labels': fields.get('num_labels', 2)}
+    torch.manual_seed(args.seed)
+    theirs = transformers.PerceiverForMultimodalAutoencoding(transformers.PerceiverConfig(**fields)).eval()
+    ours = PerceiverForMultimodalAutoencoding(PerceiverConfig(**fields)).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    cfg, B, g = ours.config, args.batch_size, torch.Generator().manual_seed(args.seed)
+    T, H, W = cfg.output_shape[1:]
+    samples = cfg.num_frames * cfg.audio_samples_per_frame
+    clip = dict(image=torch.rand(B, T, 3, H, W, generator=g) * 2 - 1, audio=torch.rand(B, samples, 1, generator=g) * 2 - 1,
+                label=torch.zeros(B, cfg.num_labels))
+    n = min(args.chunks, samples // cfg.samples_per_patch)  # a small clip has fewer audio patches than 128 chunks
+    if n < args.chunks: log(f'note: multimodal: {n} chunks instead of {args.chunks}, one audio patch each (a small clip)')
+    image_chunk, audio_chunk = T * H * W // n, samples // cfg.samples_per_patch // n
+    points = {'image': torch.arange(image_chunk), 'audio': torch.arange(audio_chunk), 'label': None}
+    ours.to(device); theirs.to(device)
+    clip, points = _to(clip, device), {k: (v.to(device) if v is not None else None) for k, v in points.items()}
+    with torch.no_grad():
+        a, b = reconstruct(ours, clip), theirs(inputs=clip, subsampled_output_points=points).logits
+        diffs = dict(image=_max_diff(a['image'].permute(0, 1, 3, 4, 2).reshape(B, -1, 3)[:, :image_chunk], b['image'], 'image'),
+                     audio=_max_diff(a['audio'][:, :audio_chunk * cfg.samples_per_patch, 0], b['audio'], 'audio'),
+                     label=_max_diff(a['label'], b['label'], 'label'))
+    if bad := {k: v for k, v in diffs.items() if not v <= args.atol}:
+        raise ParityError('PerceiverForMultimodalAutoencoding differs from transformers on the first chunk: ' +
+                          ', '.join(f'{k} {v:.3g}' for k, v in bad.items()))
+    log(f'PerceiverForMultimodalAutoencoding: {sum(p.numel() for p in ours.parameters()):,} parameters, clip {T}x{H}x{W} '
+        f'+ {samples} samples, parity on chunk 1 of {n}: ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
+    if dtype != torch.float32: ours.to(dtype); theirs.to(dtype); clip = _to(clip, device, dtype)
+    def ours_step():
+        with torch.no_grad(): reconstruct(ours, clip)
+    def theirs_step():
+        with torch.no_grad(): theirs(inputs=clip, subsampled_output_points=points)
+    steps = dict(ours=ours_step, theirs=theirs_step)
+    times = time_steps(steps, device, args.warmup, args.repeat)
+    mem = {k: peak_memory(step, device) for k, step in steps.items()}
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    log(f"multimodal: ours reconstruct the whole clip in {ms['ours']:.1f} ms; transformers' loop would take about "
+        f"{n} x {ms['theirs']:.1f} ms = {n * ms['theirs'] / 1e3:.2f} s ({n * ms['theirs'] / ms['ours']:.1f}x ours)")
+    return dict(model='PerceiverForMultimodalAutoencoding', mode=f'whole clip vs 1/{n}', output_attentions=False,
+                ours_ms=ms['ours'], theirs_ms=ms['theirs'], time_ratio=_ratio(ms['ours'], ms['theirs']),
+                ours_mb=mem['ours'] / 2**20, theirs_mb=mem['theirs'] / 2**20, mem_ratio=_ratio(mem['ours'], mem['theirs']),
+                ours_runs_ms=[1e3 * t for t in times['ours']], theirs_runs_ms=[1e3 * t for t in times['theirs']],
+                parity=diffs, config=fields, chunks=n)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
