@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['additive_attention_mask', 'PerceiverSelfAttention', 'PerceiverSelfOutput', 'PerceiverAttention']
+__all__ = ['additive_attention_mask', 'attention_kernel', 'PerceiverSelfAttention', 'PerceiverSelfOutput', 'PerceiverAttention']
 
 # %% ../nbs/02_attention.ipynb #d654571d
 import torch
@@ -60,6 +60,16 @@ def additive_attention_mask(mask: torch.Tensor | None,  # (B, M) padding mask (T
         keep = keep != 0
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
+# %% ../nbs/02_attention.ipynb #13d9791d
+def attention_kernel(q: torch.Tensor,  # (B, H, N, c_qk/H) queries, split into heads
+                     v: torch.Tensor,  # (B, H, M, c_v/H) values
+                     dropout_p: float = 0.0,  # dropout on the probabilities in this call (0 in evaluation)
+                    ) -> str:  # 'fused' or 'explicit'
+    "The faster attention path for these heads: `F.scaled_dot_product_attention` ('fused') or matmul-softmax-matmul."
+    if q.device.type != 'cpu': return 'fused'
+    flash_on_cpu = q.shape[-1] == v.shape[-1] and dropout_p == 0  # else PyTorch falls back to its slower "math" kernel
+    return 'fused' if flash_on_cpu else 'explicit'
+
 # %% ../nbs/02_attention.ipynb #aff144f6
 class PerceiverSelfAttention(nn.Module):
     "Multi-head cross- or self-attention with pre-layer-norms: the attention product before the output projection."
@@ -91,6 +101,7 @@ class PerceiverSelfAttention(nn.Module):
         self.key = nn.Linear(self.kv_dim, qk_channels)
         self.value = nn.Linear(self.kv_dim, v_channels)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.kernel = 'auto'  # 'auto' (see `attention_kernel`), or force 'fused' / 'explicit'
 
     def forward(self,
                 hidden_states: torch.Tensor,  # (B, N, q_dim) the queries' array
@@ -116,13 +127,14 @@ class PerceiverSelfAttention(nn.Module):
         k = _split_heads(self.key(x), self.num_heads)  # (B, H, M, c_qk/H)
         v = _split_heads(self.value(x), self.num_heads)  # (B, H, M, c_v/H)
         bias = additive_attention_mask(mask, dims['B'], self.num_heads, dims['N'], dims['M'], q.dtype, mask_name)
-        if output_attentions:
+        dropout_p = self.dropout.p if self.training else 0.0
+        kernel = self.kernel if self.kernel != 'auto' else attention_kernel(q, v, dropout_p)
+        if output_attentions or kernel == 'explicit':
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.qk_channels_per_head)  # (B, H, N, M)
-            if bias is not None: scores = scores + bias
+            if bias is not None: scores += bias
             probs = self.dropout(scores.softmax(-1))
             context = _merge_heads(probs @ v)  # (B, N, c_v)
-            return context, probs
-        dropout_p = self.dropout.p if self.training else 0.0
+            return (context, probs) if output_attentions else (context,)
         context = _merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p))
         return (context,)
 

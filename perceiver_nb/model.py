@@ -83,7 +83,8 @@ class PerceiverModel(PerceiverPreTrainedModel):
         if attention_mask is not None:
             check_shape(attention_mask, 'attention_mask', (batch_size, seq_len))
             additive_attention_mask(attention_mask, batch_size, 1, 1, seq_len, name='attention_mask')  # 0/1 values, named as passed
-            if checking_values() and bool(attention_mask.bool().all()): attention_mask = None  # nothing to mask
+            attention_mask = attention_mask != 0  # boolean from here on, so the layers do not check its values again
+            if checking_values() and bool(attention_mask.all()): attention_mask = None  # nothing to mask
 
         z = self.embeddings(batch_size=batch_size)  # (B, N, D)
         enc = self.encoder(z, inputs=inputs, inputs_mask=attention_mask, output_attentions=output_attentions,
