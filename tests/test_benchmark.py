@@ -64,3 +64,37 @@ def test_parity_checks_attentions():
     ours.forward = shifted
     with pytest.raises(benchmark.ParityError, match='cross_attentions'):
         benchmark.check_parity(ours, theirs, inputs)
+
+
+def test_markdown_table_and_time_budget(tmp_path):
+    "--markdown writes the rows as a markdown table; a budget already spent stops the runs after the first round."
+    md = tmp_path/'bench.md'
+    rows = benchmark.main(TINY + ['--models', 'seqcls', '--modes', 'inference', '--no-attentions', '--repeat', '50',
+                                  '--budget', '0', '--markdown', str(md)])
+    assert len(rows[0]['ours_runs_ms']) == len(rows[0]['theirs_runs_ms']) == 1  # budget 0: one round, not 50
+    text = md.read_text()
+    assert '| PerceiverForSequenceClassification | inference |' in text and 'transformers' in text.splitlines()[0]
+
+
+def test_released_cpu_defaults():
+    "--size released on a CPU: batch 1, few runs, a time budget, the text and image models (the GPU keeps its own)."
+    cpu = benchmark.parse_args(['--size', 'released'])
+    assert (cpu.batch_size, cpu.repeat, cpu.budget) == (1, 3, 60.0) and 'flow' not in cpu.models
+    gpu = benchmark.parse_args(['--size', 'released', '--device', 'cuda'])
+    assert (gpu.batch_size, gpu.repeat, gpu.budget, gpu.models) == (4, 20, None, None)
+    assert gpu.compile_mode == 'reduce-overhead' and cpu.compile_mode == 'default'
+
+
+def test_gpu_check_script_is_ready():
+    "tools/gpu_check.sh parses, and every benchmark command in it is accepted by the benchmark's argument parser."
+    import re, shlex, subprocess
+    from tools.nbrun import ROOT
+    script = ROOT/'tools'/'gpu_check.sh'
+    subprocess.run(['bash', '-n', str(script)], check=True)
+    text = script.read_text()
+    base = shlex.split(re.search(r'^B="\$PY tools/benchmark.py (.*)"$', text, re.M).group(1))
+    steps = re.findall(r'^step (bench-\S+) \d+ \$B (.*)$', text, re.M)
+    assert len(steps) >= 4
+    for name, rest in steps:
+        args = benchmark.parse_args(base + shlex.split(rest.replace('"$OUT/', '"/tmp/')))
+        assert args.device == 'cuda' and args.json and args.markdown, name

@@ -27,6 +27,12 @@ attention of the released language model (qk_channels 256, v_channels 1280).
 
 Usage:
     python tools/benchmark.py --size tiny                      # CPU, well under a minute on 2 cores
+    python tools/benchmark.py --size released --modes inference --no-attentions
+        # CPU: the text and image models at their released sizes, batch 1, 3 runs, at most 60 s per row (minutes)
+    python tools/benchmark.py --size released --dtype bfloat16 --modes inference --no-attentions   # bf16 memory
+    python tools/benchmark.py --device cuda --size released --dtype bfloat16 --batch-size 16 --models mlm \
+        --modes inference --compile --json mlm.json --markdown mlm.md   # eager and CUDA-graph rows, tables written
+    tools/gpu_check.sh                                         # every GPU check in one go (see that file)
     python tools/benchmark.py --size small --json bench.json   # CPU, about a minute on 2 cores (all five models)
     python tools/benchmark.py --device cuda --size released    # the released checkpoints' configurations, on a GPU
     python tools/benchmark.py --device cuda --size released --dtype bfloat16 --modes inference --batch-size 16
@@ -106,6 +112,10 @@ SIZES = {
                   batch_size=4, seq_len=512, image_size=32, repeat=5, warmup=1),
     'released': dict(fields=None, batch_size=4, seq_len=2048, image_size=224, repeat=20, warmup=3),
 }
+# A CPU runs the released sizes in seconds per forward: batch 1, few runs, a time budget per row, and by default only
+# the text and image models (the flow and multimodal models take minutes per run there; ask for them by name).
+CPU_RELEASED = dict(batch_size=1, repeat=3, warmup=1, budget=60.0, models=['mlm', 'seqcls', 'image-learned',
+                                                                          'image-fourier', 'image-conv'])
 
 
 def available_specs(keys=None) -> tuple[list[tuple[ModelSpec, type]], list[str]]:
@@ -214,13 +224,17 @@ def _sync(device: torch.device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 
-def time_steps(steps: dict[str, Callable], device: torch.device, warmup: int, repeat: int) -> dict[str, list[float]]:
+def time_steps(steps: dict[str, Callable], device: torch.device, warmup: int, repeat: int,
+               budget: float | None = None,  # seconds: no new round starts once the timed rounds took this long
+              ) -> dict[str, list[float]]:
     "Seconds per run of each step, the steps alternating (order reversed every other round) after `warmup` rounds."
     for _ in range(warmup):
         for step in steps.values(): step()
     names, times = list(steps), {k: [] for k in steps}
     gc.collect()
+    start = time.perf_counter()
     for i in range(repeat):
+        if i > 0 and budget is not None and time.perf_counter() - start > budget: break
         for name in (names if i % 2 == 0 else names[::-1]):
             _sync(device)
             t0 = time.perf_counter()
@@ -276,6 +290,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--device', default='cpu', help='cpu or cuda (or cuda:N)')
     p.add_argument('--dtype', choices=list(DTYPES), default='float32', help='timing dtype; parity is checked in float32')
     p.add_argument('--repeat', type=int, help='timed runs per model and mode (default: per --size)')
+    p.add_argument('--budget', type=float, help='seconds per row: stop repeating once the timed runs took this long '
+                   '(at least one run each; default: 60 for --size released on a CPU, else none)')
+    p.add_argument('--compile', action='store_true', help="also time both models under torch.compile (rows 'inference "
+                   "compiled'; --compile-mode, default reduce-overhead on a GPU (CUDA graphs), default on a CPU)")
+    p.add_argument('--compile-mode', help='torch.compile mode for --compile')
     p.add_argument('--warmup', type=int, help='untimed runs first (default: per --size)')
     p.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s choice)')
     p.add_argument('--atol', type=float, default=1e-4, help='parity tolerance (float32, default 1e-4)')
@@ -283,9 +302,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    'its documentation; one of them is timed)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', type=Path, metavar='PATH', help='also write settings, environment and rows here')
+    p.add_argument('--markdown', type=Path, metavar='PATH', help='also write the table as markdown here')
     args = p.parse_args(argv)
-    for k in ('batch_size', 'seq_len', 'image_size', 'repeat', 'warmup'):
-        if getattr(args, k) is None: setattr(args, k, SIZES[args.size][k])
+    cpu_released = args.size == 'released' and not args.device.startswith('cuda')
+    for k in ('batch_size', 'seq_len', 'image_size', 'repeat', 'warmup', 'budget', 'models'):
+        if getattr(args, k) is None:
+            setattr(args, k, CPU_RELEASED[k] if cpu_released and k in CPU_RELEASED else SIZES[args.size].get(k))
+    if args.compile_mode is None: args.compile_mode = 'reduce-overhead' if args.device.startswith('cuda') else 'default'
     for k in ('batch_size', 'seq_len', 'image_size', 'repeat'):
         if getattr(args, k) < 1: p.error(f'--{k.replace("_", "-")} must be at least 1, got {getattr(args, k)}')
     if args.warmup < 0: p.error(f'--warmup must be at least 0, got {args.warmup}')
@@ -325,8 +348,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
         f'median of {args.repeat} runs after {args.warmup} warmup, ours and theirs alternating')
     log('memory: peak tensor bytes allocated during one run above those allocated before it (' +
         ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else "torch.profiler's CPU allocator events") + ')')
-    if args.size == 'released' and device.type == 'cpu':
-        log('note: --size released on a CPU is slow (minutes per model); it is meant for --device cuda')
+    if args.budget: log(f'time budget {args.budget:g} s per row: fewer runs than {args.repeat} where one takes long')
     specs, notes = available_specs(args.models)
     for n in notes: log('note: ' + n)
     attn_flags = (False,) if args.no_attentions else (False, True)
@@ -349,19 +371,23 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
                 f"{fields['max_position_embeddings']}")
         if dtype != torch.float32: ours.to(dtype); theirs.to(dtype)
         inputs = _to(inputs, device, dtype)
-        for mode in args.modes:
-            for attn in attn_flags:
-                steps = dict(ours=make_step(ours, inputs, mode, attn), theirs=make_step(theirs, inputs, mode, attn))
-                times = time_steps(steps, device, args.warmup, args.repeat)
-                for m in (ours, theirs): m.zero_grad(set_to_none=True)  # free earlier gradients before, not during
-                mem = {k: peak_memory(step, device) for k, step in steps.items()}
-                ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-                rows.append(dict(model=spec.class_name, mode=mode + ('+attn' if attn else ''), output_attentions=attn,
-                                 ours_ms=ms['ours'], theirs_ms=ms['theirs'], time_ratio=_ratio(ms['ours'], ms['theirs']),
-                                 ours_mb=mem['ours'] / 2**20, theirs_mb=mem['theirs'] / 2**20,
-                                 mem_ratio=_ratio(mem['ours'], mem['theirs']),
-                                 ours_runs_ms=[1e3 * t for t in times['ours']],
-                                 theirs_runs_ms=[1e3 * t for t in times['theirs']], parity=diffs, config=fields))
+        runs = [(mode, attn, False) for mode in args.modes for attn in attn_flags]
+        if args.compile and 'inference' in args.modes: runs.append(('inference', False, True))
+        for mode, attn, compiled in runs:
+            if compiled: mo, mt = torch.compile(ours, mode=args.compile_mode), torch.compile(theirs, mode=args.compile_mode)
+            else: mo, mt = ours, theirs
+            steps = dict(ours=make_step(mo, inputs, mode, attn), theirs=make_step(mt, inputs, mode, attn))
+            times = time_steps(steps, device, max(args.warmup, 3 if compiled else 0), args.repeat, args.budget)
+            for m in (ours, theirs): m.zero_grad(set_to_none=True)  # free earlier gradients before, not during
+            mem = {k: peak_memory(step, device) for k, step in steps.items()}
+            ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+            rows.append(dict(model=spec.class_name, mode=mode + ('+attn' if attn else '') + (' compiled' if compiled else ''),
+                             output_attentions=attn,
+                             ours_ms=ms['ours'], theirs_ms=ms['theirs'], time_ratio=_ratio(ms['ours'], ms['theirs']),
+                             ours_mb=mem['ours'] / 2**20, theirs_mb=mem['theirs'] / 2**20,
+                             mem_ratio=_ratio(mem['ours'], mem['theirs']),
+                             ours_runs_ms=[1e3 * t for t in times['ours']],
+                             theirs_runs_ms=[1e3 * t for t in times['theirs']], parity=diffs, config=fields))
         del ours, theirs, steps
         gc.collect()
         if device.type == 'cuda': torch.cuda.empty_cache()
@@ -373,7 +399,22 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         args.json.write_text(json.dumps(dict(environment=env, settings=settings, notes=notes, rows=rows), indent=1) + '\n')
         log(f'wrote {args.json}')
+    if args.markdown:
+        args.markdown.write_text(format_markdown(rows, env, args))
+        log(f'wrote {args.markdown}')
     return rows
+
+
+def format_markdown(rows: list[dict], env: dict, args: argparse.Namespace) -> str:
+    "The rows as a markdown table under a line naming the hardware, versions and workload."
+    head = (f"{env['device_name']} ({env['device']}), torch {env['torch']}, transformers {env['transformers']}, "
+            f"{args.dtype}, batch {args.batch_size}, size {args.size}; ratio = ours / transformers (below 1: ours is "
+            f"faster or leaner)\n\n")
+    lines = ['| model | mode | ours ms | transformers ms | time ratio | ours MiB | transformers MiB | memory ratio |',
+             '|---|---|---:|---:|---:|---:|---:|---:|']
+    lines += [f"| {r['model']} | {r['mode']} | {r['ours_ms']:.2f} | {r['theirs_ms']:.2f} | {r['time_ratio']:.2f} | "
+              f"{r['ours_mb']:.1f} | {r['theirs_mb']:.1f} | {r['mem_ratio']:.2f} |" for r in rows]
+    return head + '\n'.join(lines) + '\n'
 
 
 def multimodal_row(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, log: Callable[[str], None]) -> dict:
