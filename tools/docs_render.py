@@ -141,10 +141,12 @@ def _text(x) -> str: return ''.join(x) if isinstance(x, list) else (x or '')
 
 class Linker:
     "Rewrites the links nbdev writes (published doc URLs, GitHub source URLs, notebook names) for one target."
-    def __init__(self, cfg: dict, pages: dict[str, str], depth: int = 0, readme: bool = False):
+    def __init__(self, cfg: dict, pages: dict[str, str], depth: int = 0, readme: bool = False,
+                 anchors: dict[str, set[str]] | None = None):
         self.doc_base = (cfg['doc_host'].rstrip('/') + '/' + cfg.get('doc_baseurl', '').strip('/')).rstrip('/') + '/'
         self.gh_blob = f"{cfg['git_url'].rstrip('/')}/blob/{cfg.get('branch', 'main')}/"
         self.pages, self.up, self.readme = pages, '../'*depth, readme  # pages: notebook rel path -> page name
+        self.anchors = anchors  # page file -> the show_doc anchors on it (None: not known, link everything)
 
     def source_page(self, py: str, line: str | None) -> str:
         mod = Path(py).with_suffix('').as_posix().replace('/', '.')
@@ -153,7 +155,12 @@ class Linker:
     def _doc_link(self, m):
         text, target = m.group(1), m.group(2)
         if self.readme: return m.group(0)
+        page, _, anchor = target.partition('#')
         inner = re.sub(r'`([^`]+)`', lambda c: f'<code class="docutils literal notranslate"><span class="pre">{html.escape(c.group(1))}</span></code>', text)
+        # nbdev links every backticked name of its module index, private helpers too, but only public symbols get a
+        # show_doc entry: a link to an entry that is not on the page would lead nowhere, so the name stays plain code
+        if anchor and self.anchors is not None and page in self.anchors and anchor not in self.anchors[page]:
+            return inner
         return f'<a class="reference internal" href="{self.up}{target}">{inner}</a>'
 
     def _nb_link(self, m):
@@ -198,9 +205,10 @@ class Linker:
         return self.markdown(md)
 
 
-def to_page(nb: dict, rel: Path, cfg: dict, pages: dict[str, str], readme: bool = False) -> dict:
+def to_page(nb: dict, rel: Path, cfg: dict, pages: dict[str, str], readme: bool = False,
+            anchors: dict[str, set[str]] | None = None) -> dict:
     "A processed notebook as a myst-nb page (or, with `readme`, as the notebook README.md is converted from)."
-    link = Linker(cfg, pages, depth=len(rel.parts) - 1, readme=readme)
+    link = Linker(cfg, pages, depth=len(rel.parts) - 1, readme=readme, anchors=anchors)
     cells = []
     def md(src): cells.append({'cell_type': 'markdown', 'metadata': {}, 'source': src})
     for c in nb['cells']:
@@ -246,6 +254,17 @@ def to_page(nb: dict, rel: Path, cfg: dict, pages: dict[str, str], readme: bool 
     meta.setdefault('language_info', {'name': 'python'})
     for i, c in enumerate(cells): c['id'] = f'{page_name(rel).replace("/", "-")}-{i}'
     return {'cells': cells, 'metadata': meta, 'nbformat': 4, 'nbformat_minor': 5}
+
+
+def show_doc_anchors(nb: dict) -> set[str]:
+    "The anchors of the show_doc entries of a processed notebook, as `Linker.show_doc` names them."
+    out = set()
+    for c in nb['cells']:
+        if c['cell_type'] != 'code' or split_directives(_text(c.get('source')))[0].get('output') != 'asis': continue
+        for o in c.get('outputs', []):
+            m = re.search(r'^#+\s+(\S+)\s*$', _text(o.get('data', {}).get('text/markdown')), flags=re.MULTILINE)
+            if m: out.add(m.group(1).lower())
+    return out
 
 
 def toctree_cells(paths: list[Path]) -> list[dict]:
@@ -318,6 +337,23 @@ CSS = """
 .nbdev-source-code span[id^="L-"]:target { background: var(--color-highlight-on-target); }
 .nbdev-source-code .linenos { user-select: none; color: var(--color-foreground-muted); margin-right: .8em; }
 .cell_output img { max-width: 100%; height: auto; }
+/* The content column holds a 120-character code line at a 1280-pixel window: 64em with its padding (furo: 46em + 6em),
+   beside the 15em sidebar; the table of contents becomes a drawer until there is room for it too (furo: 82em).
+   nbs/styles.css and nbs/_quarto.yml (grid: body-width) do the same for Quarto. */
+:root { --nbdev-content-width: 64em; }
+.main { min-width: 0; }
+.content { width: var(--nbdev-content-width); max-width: 100%; min-width: 0; box-sizing: border-box; padding: 0 1.5em; }
+.sidebar-drawer { width: calc(50% - var(--nbdev-content-width) / 2); }
+@media (max-width: 104em) {
+  .toc-content-icon { display: flex; }
+  .toc-drawer { border-left: 1px solid var(--color-background-muted); height: 100vh; position: fixed; right: -15em; top: 0; }
+  .toc-tree { border-left: none; font-size: var(--toc-font-size--mobile); }
+}
+@media (max-width: 67em) { .content { padding: 0 1em; } }
+@media (max-width: 63em) { .sidebar-drawer { width: 15em; } }
+/* A longer line (and a long output or table cell) wraps instead of scrolling sideways. */
+article pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+article td, article th { overflow-wrap: anywhere; }
 """
 
 CONF = """# Generated by tools/build_docs.py: the offline (Quarto-free) build of the nbdev docs.
@@ -352,9 +388,10 @@ html_theme_options = {{
 def write_site_source(paths: list[Path], procd: dict[Path, Path], cfg: dict):
     "Fill `_sphinx/site/` with conf.py, static files, one page per notebook and one per module source."
     pages = {r.as_posix(): page_name(r) for r in procd}
+    anchors = {page_name(r) + '.html': show_doc_anchors(json.loads(p.read_text(encoding='utf-8'))) for r, p in procd.items()}
     wanted = set()
     for rel, proc in procd.items():
-        page = to_page(json.loads(proc.read_text(encoding='utf-8')), rel, cfg, pages)
+        page = to_page(json.loads(proc.read_text(encoding='utf-8')), rel, cfg, pages, anchors=anchors)
         if page_name(rel) == 'index': page['cells'] += toctree_cells(paths)
         dst = SITE_SRC/(page_name(rel) + '.ipynb')
         write_if_changed(dst, json.dumps(page, indent=1, ensure_ascii=False) + '\n')
