@@ -414,7 +414,12 @@ def build_sphinx() -> Path:
     # Sphinx builds incrementally into _sphinx/html (myst-nb keeps output images beside it, in _sphinx/jupyter_execute);
     # _docs/ is then a fresh copy, so a page of a removed notebook does not linger there.
     args = ['-b', 'html', '-q', '-d', str(DOCTREES), str(SITE_SRC), str(HTML)]
+    # An unchanged page is not rewritten, so its previous/next links and sidebar would keep an old page order: when the
+    # order (the toctrees of the index page) changed, every page is written again.
+    stamp, order = PROC/'page-order.json', json.dumps([[g, [r.as_posix() for r in m]] for g, m in series()])
+    if not stamp.exists() or stamp.read_text(encoding='utf-8') != order: args.insert(0, '-a')
     if build_main(args) != 0: sys.exit('sphinx-build failed')
+    write_if_changed(stamp, order)
     shutil.rmtree(DOCS, ignore_errors=True)
     shutil.copytree(HTML, DOCS, ignore=shutil.ignore_patterns('.buildinfo', '.doctrees'))
     (DOCS/'.nojekyll').touch()
