@@ -34,7 +34,7 @@ $(SETUP_STAMP): settings.ini setup.py
 
 # The docs build serves MathJax from the site (npm mathjax@3.2.2, fetched once into the venv) and the browser tests
 # drive Debian's chromium (installed here when missing and we are root, as in CI; never `playwright install`).
-$(DOCS_STAMP): $(SETUP_STAMP) tools/build_docs.py
+$(DOCS_STAMP): $(SETUP_STAMP) tools/build_docs.py tools/docs_render.py
 	$(PY) tools/build_docs.py --fetch-assets >/dev/null
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

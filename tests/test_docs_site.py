@@ -3,15 +3,16 @@
 A session fixture builds the site with `tools/build_docs.py` from `_executed/` (the notebook tests wrote it earlier in
 this run; any copy that is missing or older than its notebook is run here first, so each notebook runs once per
 `pytest tests/`). The site is served on 127.0.0.1 by a local HTTP server and crawled once with Debian's chromium driven
-by Playwright: every notebook page, every module source page the `source` links lead to, and a search. The tests
-then check what the crawl saw, including that no request left the machine. A screenshot of one page is kept in
-`_artifacts/docs_page.png`.
+by Playwright at a 1280×900 window: every notebook page, every module source page the `source` links lead to, and a
+search. The tests then check what the crawl saw: no request left the machine, no code block or table scrolls
+sideways, every link on the built site leads somewhere. Screenshots are kept in `_artifacts/`: `docs_page.png` (a
+page with math, figures and show_doc entries), `docs_perceiver.png` and `docs_index.png`.
 """
 from __future__ import annotations
 
-import functools, http.server, importlib, json, os, re, shutil, subprocess, sys, tempfile, threading
+import functools, html.parser, http.server, importlib, json, os, re, shutil, subprocess, sys, tempfile, threading
 from pathlib import Path
-from urllib.parse import urlparse, urljoin
+from urllib.parse import unquote, urlparse, urljoin
 
 import pytest
 
@@ -22,6 +23,9 @@ CHROMIUM = Path(os.environ.get('CHROMIUM', '/usr/bin/chromium'))
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync']
 NBS = ROOT/'nbs'
+VIEWPORT = {'width': 1280, 'height': 900}
+CODE_LINE = 120  # characters: the longest code line the house style allows must fit the content column unwrapped
+SCREENSHOTS = {'perceiver': 'docs_perceiver.png', 'index': 'docs_index.png'}
 
 
 def _build_docs_module():
@@ -108,6 +112,36 @@ _PAGE_JS = """() => {
 }"""
 
 
+# What scrolls sideways: any element of the page whose content is wider than its box where the overflow can scroll
+# (furo's code blocks and table wrappers scroll), every `pre` and table whatever its overflow, and the page itself. The
+# probe measures a 120-character line in the first code cell's font inside that cell's content box.
+_WIDTH_JS = """(n) => {
+  const main = document.querySelector('article') || document.body;
+  const scrolls = [];
+  for (const e of main.querySelectorAll('*')) {
+    const ox = getComputedStyle(e).overflowX;
+    const can = ox === 'auto' || ox === 'scroll' || e.tagName === 'PRE' || e.tagName === 'TABLE';
+    if (can && e.scrollWidth > e.clientWidth + 1)
+      scrolls.push([e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).split(' ')[0] : ''),
+                    e.scrollWidth - e.clientWidth, (e.textContent || '').trim().slice(0, 60)]);
+  }
+  const pre = main.querySelector('div.cell_input pre, div.highlight pre');
+  let probe = null;
+  if (pre) {
+    const s = document.createElement('span'); s.textContent = 'm'.repeat(n); s.style.whiteSpace = 'pre';
+    pre.appendChild(s);
+    const cs = getComputedStyle(pre);
+    probe = {line: s.getBoundingClientRect().width,
+             box: pre.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)};
+    s.remove();
+  }
+  return {scrolls: scrolls, pres: main.querySelectorAll('pre').length, tables: main.querySelectorAll('table').length,
+          page_scrolls: document.documentElement.scrollWidth > document.documentElement.clientWidth, probe: probe};
+}"""
+
+_LINKS_JS = """() => [...document.querySelectorAll('a[href]')].map(a => [a.getAttribute('href'), a.href, a.textContent.trim()])"""
+
+
 def _wait_for_math(page):
     page.wait_for_function('() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)', timeout=20000)
     page.evaluate('() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise.then(() => true) : true')
@@ -123,7 +157,7 @@ def crawl(server, tmp_path_factory):
     out = {'requests': [], 'failed': [], 'bad_status': [], 'pages': {}, 'sources': {}, 'search': {}}
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, env=env)
-        ctx = browser.new_context(viewport={'width': 1280, 'height': 1000})
+        ctx = browser.new_context(viewport=VIEWPORT)
         ctx.on('request', lambda r: out['requests'].append(r.url))
         ctx.on('requestfailed', lambda r: out['failed'].append((r.url, r.failure)))
         ctx.on('response', lambda r: r.status >= 400 and out['bad_status'].append((r.url, r.status)))
@@ -134,7 +168,12 @@ def crawl(server, tmp_path_factory):
             _wait_for_math(page)
             info = page.evaluate(_PAGE_JS)
             info['status'] = resp.status if resp else None
+            info['width'] = page.evaluate(_WIDTH_JS, CODE_LINE)
+            info['links'] = page.evaluate(_LINKS_JS)
             out['pages'][name] = info
+            if name in SCREENSHOTS:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS/SCREENSHOTS[name]))
         shot = next((n for n, i in out['pages'].items() if i['anchors'] and i['math'] and i['images']),
                     next((n for n, i in out['pages'].items() if i['anchors']), 'index'))
         page.goto(urljoin(server, f'{shot}.html'), wait_until='load'); _wait_for_math(page)
@@ -174,7 +213,7 @@ def test_readme_and_sidebar_are_up_to_date(site):
 
 
 def test_quarto_config_matches_the_site():
-    "Where Quarto is installed, nbdev_docs renders with the same title, repository link and grouped sidebar."
+    "Where Quarto is installed, nbdev_docs renders with the same title, repository link, grouped sidebar and width."
     cfg = bd.settings()
     assert cfg.get('custom_sidebar', '').lower() == 'true', 'settings.ini: custom_sidebar = True keeps nbs/sidebar.yml'
     nbdev_yml = (NBS/'nbdev.yml').read_text()
@@ -186,6 +225,15 @@ def test_quarto_config_matches_the_site():
         'nbs/_quarto.yml: the navbar should link the repository (git_url)'
     listed = re.findall(r'^\s*- (\S+\.ipynb)\s*$', (NBS/'sidebar.yml').read_text(), flags=re.MULTILINE)
     assert listed == [r.as_posix() for _, members in bd.series() for r in members]
+    # the content column holds a 120-character code line and longer lines wrap, as on the offline site (furo's CSS)
+    html_fmt = quarto['format']['html']
+    body = str(html_fmt.get('grid', {}).get('body-width', ''))
+    assert re.fullmatch(r'\d+px', body) and int(body[:-2]) >= 1000, \
+        f'nbs/_quarto.yml: format.html.grid.body-width should hold a {CODE_LINE}-character code line (>= 1000px), got {body!r}'
+    assert html_fmt.get('code-overflow') == 'wrap', 'nbs/_quarto.yml: format.html.code-overflow should be wrap'
+    css = (NBS/'styles.css').read_text()
+    assert re.search(r'pre[^{]*\{[^}]*white-space:\s*pre-wrap', css), 'nbs/styles.css: long output lines should wrap'
+    assert (ROOT/'_quarto.yml').resolve() == (NBS/'_quarto.yml').resolve(), '_quarto.yml must stay a link to nbs/_quarto.yml'
 
 
 def test_every_notebook_has_a_page(crawl):
@@ -274,3 +322,97 @@ def test_no_request_leaves_the_machine(crawl):
 def test_screenshot_is_kept(crawl):
     shot = ARTIFACTS/'docs_page.png'
     assert shot.exists() and shot.stat().st_size > 20_000, 'the page screenshot is missing or blank'
+    for name, file in SCREENSHOTS.items():
+        shot = ARTIFACTS/file
+        assert shot.exists() and shot.stat().st_size > 20_000, f'the screenshot of {name}.html is missing or blank'
+
+
+# ------------------------------------------------------------------------------------------------------- width
+def test_code_fits_the_content_column(crawl):
+    "At a 1280-pixel window a 120-character code line fits the content column, and nothing on any page scrolls sideways."
+    probes = {n: i['width']['probe'] for n, i in crawl['pages'].items() if i['width']['probe']}
+    assert len(probes) > len(crawl['pages']) // 2, 'too few pages with a code cell: the width check would be vacuous'
+    narrow = {n: p for n, p in probes.items() if p['line'] > p['box']}
+    assert not narrow, f'a {CODE_LINE}-character line is wider than the code column on {sorted(narrow)[:5]}: {narrow}'
+    assert sum(i['width']['pres'] for i in crawl['pages'].values()) > 100, 'no code blocks found: vacuous'
+    scrolling = {n: i['width']['scrolls'] for n, i in crawl['pages'].items() if i['width']['scrolls']}
+    worst = max(scrolling, key=lambda n: len(scrolling[n]), default=None)
+    assert not scrolling, (f'{sum(map(len, scrolling.values()))} blocks scroll sideways on {len(scrolling)} pages at '
+                           f'{VIEWPORT["width"]} px; worst {worst}.html: {scrolling[worst][:5]}')
+    wide = [n for n, i in crawl['pages'].items() if i['width']['page_scrolls']]
+    assert not wide, f'these pages scroll sideways as a whole at {VIEWPORT["width"]} px: {wide}'
+
+
+# ------------------------------------------------------------------------------------------------------- links
+class _Html(html.parser.HTMLParser):
+    "The ids (and names) an HTML file defines and the `<a href>` it holds."
+    def __init__(self):
+        super().__init__(); self.ids, self.hrefs = set(), []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k in ('id', 'name'):
+            if a.get(k): self.ids.add(a[k])
+        if tag == 'a' and a.get('href') is not None: self.hrefs.append(a['href'])
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path) -> _Html:
+    p = _Html(); p.feed(path.read_text(encoding='utf-8')); return p
+
+
+def _link_problem(site: Path, page: str, href: str) -> str | None:
+    "What is wrong with link `href` on `page` (a path relative to the site), or None."
+    u = urlparse(href)
+    if u.scheme in ('http', 'https'):  # checked for form only: the tests never touch the network
+        ok = bool(re.fullmatch(r'[A-Za-z0-9.-]+\.[A-Za-z]{2,}(:\d+)?', u.netloc)) and not re.search(r'\s', href)
+        return None if ok else 'malformed external link'
+    if u.scheme == 'mailto': return None if '@' in href else 'malformed mailto link'
+    if u.scheme or u.netloc: return f'unexpected link scheme {u.scheme!r}'
+    target = urlparse(urljoin('http://site/' + page, href))
+    path = unquote(target.path).lstrip('/') or 'index.html'
+    if path.endswith('/'): path += 'index.html'
+    if not (site/path).is_file(): return f'no such page {path}'
+    if target.fragment and path.endswith('.html') and unquote(target.fragment) not in _parsed(site/path).ids:
+        return f'{path} has no anchor #{target.fragment}'
+    return None
+
+
+def test_every_link_leads_somewhere(site, crawl, server):
+    "Every `<a href>` of every built page: a page that exists and, for `#anchor`, an element with that id on it."
+    bad, n = [], 0
+    for f in sorted(site.rglob('*.html')):  # every page of the site, the generated ones (source, index, search) too
+        page = f.relative_to(site).as_posix()
+        for href in _parsed(f).hrefs:
+            n += 1
+            why = _link_problem(site, page, href)
+            if why: bad.append(f'{page}: {href} ({why})')
+    for name, info in crawl['pages'].items():  # and what the browser found on the notebook pages, scripts included
+        for raw, resolved, _ in info['links']:
+            u = urlparse(resolved)
+            if u.hostname == '127.0.0.1':
+                why = _link_problem(site, f'{name}.html', u.path.removeprefix(urlparse(server).path) + (f'#{u.fragment}' if u.fragment else ''))
+                if why: bad.append(f'{name}.html: {raw} ({why})')
+    assert n > 1000, f'only {n} links found: the check would be vacuous'
+    assert not bad, f'{len(set(bad))} broken links:\n' + '\n'.join(sorted(set(bad))[:30])
+
+
+def test_next_links_lead_to_the_next_page(crawl):
+    "A link that says 'next' leads to the page after this one in the sidebar (and in furo's next-page link)."
+    order = bd.reading_order()
+    wrong = []
+    for name, info in crawl['pages'].items():
+        if name not in order or order.index(name) + 1 >= len(order): continue
+        following = order[order.index(name) + 1]
+        for raw, resolved, text in info['links']:
+            if re.search(r'\bnext\b', text, re.I) and urlparse(resolved).path.endswith('.html') and \
+               not urlparse(resolved).path.endswith(f'/{following}.html'):
+                wrong.append(f'{name}.html: {text!r} -> {raw}, but the next page is {following}.html')
+    assert not wrong, '\n'.join(wrong)
+
+
+def test_readme_links_exist():
+    "Every relative link of README.md (as GitHub shows it) points at a file of the repository."
+    text = (ROOT/'README.md').read_text(encoding='utf-8')
+    missing = [t for t in re.findall(r'\]\(([^)\s]+)\)', text)
+               if not urlparse(t).scheme and not t.startswith('#') and not (ROOT/unquote(t.split('#')[0])).exists()]
+    assert not missing, f'README.md links to missing files: {missing}'
