@@ -130,9 +130,11 @@ def _download(repo_id: str, kind: str, cache: Path, revision: str, subfolder: st
     except Exception as e: raise ConnectionError(f'{type(e).__name__}: {" ".join(str(e).split())[:200]}') from None
     prefix = f'{subfolder}/' if subfolder else ''
     for patterns in _DOWNLOADS[kind]:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token, endpoint=_endpoint(),
-                                        allow_patterns=[prefix + p for p in patterns], etag_timeout=hub_timeout()))/subfolder
-        if _complete(folder, kind): return folder
+        try: folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token, endpoint=_endpoint(),
+                                             allow_patterns=[prefix + p for p in patterns], etag_timeout=hub_timeout()))
+        except Exception as e:  # the connection dropped after the first answer: the same error as no connection
+            raise ConnectionError(f'the download failed: {type(e).__name__}: {" ".join(str(e).split())[:200]}') from None
+        if _complete(folder/subfolder, kind): return folder/subfolder
     raise FileNotFoundError(f'{repo_id!r} (revision {revision!r}{f", subfolder {subfolder!r}" if subfolder else ""}) '
                             f'has no {_wanted(kind)}')
 

@@ -307,3 +307,13 @@ def test_all_four_round_trip_both_ways(tmp_path, theirs):
              'tokenizer': ours['tokenizer'], 'image_processor': ours['image_processor']}
     _assert_same(again, back)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in back[0].state_dict().items())
+
+
+def test_online_download_interrupted(tmp_path, no_env):
+    "The Hub answers, then the download fails: the same clear error as no connection, nothing half-loaded."
+    import huggingface_hub
+    no_env.setattr(huggingface_hub.HfApi, 'model_info', lambda self, *a, **k: object())
+    def drop(*a, **k): raise huggingface_hub.errors.LocalEntryNotFoundError('connection reset while downloading')
+    no_env.setattr(huggingface_hub, 'snapshot_download', drop)
+    with pytest.raises(FileNotFoundError, match=r'could not be reached \(the download failed: LocalEntryNotFoundError: connection reset'):
+        PerceiverTokenizer.from_pretrained('someone/flaky', cache_dir=tmp_path)
