@@ -16,6 +16,7 @@ from .position import *
 from .config import *
 from .outputs import *
 from .weights import *
+from .hub import *
 from .preprocessors.text import *
 from .preprocessors.image import *
 from .preprocessors.audio import *

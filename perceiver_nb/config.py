@@ -16,6 +16,7 @@ __all__ = ['PERCEIVER_DEFAULTS', 'GENERIC_DEFAULTS', 'ACTIVATIONS', 'RELEASED_CO
 import torch
 from torch import nn
 from filelock import FileLock
+from .hub import resolve_pretrained
 
 # %% ../nbs/06_config.ipynb #d14670cb
 PERCEIVER_DEFAULTS: dict[str, Any] = dict(
@@ -346,8 +347,13 @@ class PerceiverConfig:
         return Path(save_directory)/'config.json'
 
     @classmethod
-    def from_pretrained(cls, path, **overrides) -> 'PerceiverConfig':
-        "Read a config from a directory holding `config.json` (or the file itself); `overrides` win."
+    def from_pretrained(cls, path,  # a directory holding config.json, the file itself, or a Hub repository id
+                        cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
+                        **overrides) -> 'PerceiverConfig':
+        "Read a config from a directory holding `config.json`, the file itself, or a Hub repository id (cache first); `overrides` win."
+        if not Path(path).is_file():  # a directory or a Hub id; `path` stays as given (only a str can be a Hub id)
+            path = resolve_pretrained(path, 'config', cache_dir=cache_dir, revision=revision, local_files_only=local_files_only,
+                                      token=token, subfolder=subfolder)
         path = Path(path)
         file = path/'config.json' if path.is_dir() else path
         if not file.is_file():

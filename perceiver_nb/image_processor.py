@@ -4,18 +4,20 @@
 
 # %% ../nbs/15_image_processor.ipynb #4534f480
 from __future__ import annotations
-import json, numbers, warnings
+import json, numbers, os, warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypedDict
 
 # %% auto #0
 __all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'as_rgb_array', 'perceiver_crop_size', 'center_crop', 'rescale_image',
-           'resize_image', 'normalize_image', 'BatchFeature', 'PerceiverImageProcessor', 'PerceiverFeatureExtractor']
+           'resize_image', 'normalize_image', 'BatchFeature', 'PerceiverImageProcessor',
+           'PerceiverImageProcessorKwargs', 'PerceiverFeatureExtractor']
 
 # %% ../nbs/15_image_processor.ipynb #ca2b8e04
 import numpy as np
 import PIL.Image
 import torch
+from .hub import resolve_pretrained
 
 # %% ../nbs/15_image_processor.ipynb #1ff58cb4
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -359,14 +361,66 @@ class PerceiverImageProcessor:
         return cls(**{**{k: v for k, v in config.items() if k in _OPTIONS}, **kwargs})
 
     @classmethod
-    def from_pretrained(cls, pretrained_path: str | Path, **kwargs) -> PerceiverImageProcessor:
-        "A processor from a local directory holding `preprocessor_config.json` (or that file's path)."
+    def from_pretrained(cls, pretrained_path: str | Path,  # a directory holding preprocessor_config.json, the file, or a Hub repository id
+                        cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
+                        **kwargs) -> PerceiverImageProcessor:
+        "A processor from a directory holding `preprocessor_config.json`, that file, or a Hub repository id (cache first)."
         path = Path(pretrained_path)
-        if path.is_dir(): path = path / _CONFIG_FILE
+        if not path.is_file():  # a directory or a Hub id (only a str, as given, can be one)
+            path = resolve_pretrained(pretrained_path, 'image_processor', cache_dir=cache_dir, revision=revision,
+                                      local_files_only=local_files_only, token=token, subfolder=subfolder) / _CONFIG_FILE
         if not path.is_file():
-            raise FileNotFoundError(f'no {_CONFIG_FILE} at {str(pretrained_path)!r}: from_pretrained reads a local '
-                                    'directory (download a hub repository first, e.g. with huggingface_hub)')
+            raise FileNotFoundError(f'no {_CONFIG_FILE} at {str(pretrained_path)!r}: pass a directory written by '
+                                    "save_pretrained (ours or transformers'), the file itself, or a Hub repository id")
         return cls.from_dict(json.loads(path.read_text()), **kwargs)
+
+# %% ../nbs/15_image_processor.ipynb #65d2ca40
+class PerceiverImageProcessorKwargs(TypedDict, total=False):
+    "The keyword arguments `PerceiverImageProcessor.preprocess` accepts besides the images, with their types."
+    do_center_crop: bool | None
+    crop_size: dict | int | tuple | None
+    do_resize: bool | None
+    size: dict | int | tuple | None
+    resample: int | None
+    do_rescale: bool | None
+    rescale_factor: float | None
+    do_normalize: bool | None
+    image_mean: float | Sequence[float] | None
+    image_std: float | Sequence[float] | None
+    do_convert_rgb: bool | None
+    input_data_format: str | None
+    return_tensors: str | None
+
+def _method(cls, name: str):
+    "Attach the decorated function to `cls` as the method `name`."
+    def attach(f):
+        f.__name__, f.__qualname__ = name, f'{cls.__name__}.{name}'
+        setattr(cls, name, f)
+        return f
+    return attach
+
+PerceiverImageProcessor.valid_kwargs = PerceiverImageProcessorKwargs
+
+@_method(PerceiverImageProcessor, 'to_json_file')
+def _to_json_file(self, json_file_path: str | os.PathLike,  # the file to write, e.g. .../preprocessor_config.json
+                 ) -> Path:
+    "Write the options as JSON to `json_file_path` (what `save_pretrained` writes into its directory); return the path."
+    path = Path(json_file_path)
+    path.write_text(self.to_json_string(), encoding='utf-8')
+    return path
+
+@_method(PerceiverImageProcessor, 'from_json_file')
+def _from_json_file(cls, json_file: str | os.PathLike,  # a preprocessor_config.json written by either library
+                    **kwargs,  # options that override the file's
+                   ) -> PerceiverImageProcessor:
+    "A processor from a JSON file of options; a file that is not a JSON object is reported with its path."
+    path = Path(json_file)
+    try: config = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f'cannot read {path}: not valid JSON ({e})') from e
+    if not isinstance(config, dict): raise ValueError(f'cannot read {path}: not a JSON object but a JSON {type(config).__name__}')
+    return cls.from_dict(config, **kwargs)
+
+PerceiverImageProcessor.from_json_file = classmethod(_from_json_file)
 
 # %% ../nbs/15_image_processor.ipynb #f5ed247b
 class PerceiverFeatureExtractor(PerceiverImageProcessor):

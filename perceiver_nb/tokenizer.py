@@ -14,6 +14,7 @@ __all__ = ['SPECIAL_TOKENS', 'NUM_SPECIAL_TOKENS', 'VOCAB_SIZE', 'BatchEncoding'
 # %% ../nbs/01_bytes_tokenizer.ipynb #2708c43b
 import numpy as np
 import torch
+from .hub import resolve_pretrained
 
 # %% ../nbs/01_bytes_tokenizer.ipynb #3427588c
 SPECIAL_TOKENS: tuple[str, ...] = ('[PAD]', '[BOS]', '[EOS]', '[MASK]', '[CLS]', '[SEP]')  # ids 0 … 5
@@ -547,12 +548,13 @@ class PerceiverTokenizer:
         return tuple(paths)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,  # a directory written by either library
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,  # a directory written by either library, or a Hub repository id
+                        cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
                         **kwargs,  # constructor arguments that override the saved ones
                        ) -> PerceiverTokenizer:
-        "Read a tokenizer saved by `save_pretrained` here or by transformers (4.x or 5.x files)."
-        directory = Path(pretrained_model_name_or_path)
-        if not directory.is_dir(): raise ValueError(f'`pretrained_model_name_or_path` must be a directory, got {str(directory)!r} (not found)')
+        "Read a tokenizer saved by `save_pretrained` here or by transformers (4.x or 5.x files), from a directory or the Hub (cache first)."
+        directory = resolve_pretrained(pretrained_model_name_or_path, 'tokenizer', cache_dir=cache_dir, revision=revision,
+                                       local_files_only=local_files_only, token=token, subfolder=subfolder)
         config = {**_read_json(directory / 'special_tokens_map.json'), **_read_json(directory / 'tokenizer_config.json')}
         if not config: raise ValueError(f'{str(directory)!r} holds neither tokenizer_config.json nor special_tokens_map.json')
         if config.get('tokenizer_class', 'PerceiverTokenizer') not in ('PerceiverTokenizer', 'PerceiverTokenizerFast'):

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from .config import PerceiverConfig, PERCEIVER_DEFAULTS, GENERIC_DEFAULTS
 from .config import _checkpoint_read_lock, _checkpoint_transaction
+from .hub import resolve_pretrained
 
 # %% ../nbs/08_weights.ipynb #0ee3ac3b
 _LINEAR_OR_CONV = (nn.Linear, nn.modules.conv._ConvNd)
@@ -121,6 +122,10 @@ class PerceiverPreTrainedModel(nn.Module):
                         subfolder: str = '',  # the checkpoint lies in this folder of `path_or_name`
                         output_loading_info: bool = False,  # also return {'missing_keys', 'unexpected_keys', …}
                         torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
+                        cache_dir: str | os.PathLike | None = None,  # for a Hub id (see `resolve_pretrained`): the cache
+                        revision: str | None = None,  # for a Hub id: branch, tag or commit; None: 'main'
+                        local_files_only: bool = False,  # for a Hub id: only the cache, never the network
+                        token: str | bool | None = None,  # for a Hub id: access token of a private or gated repository
                         **config_overrides,  # config fields to change, e.g. num_labels=3
                        ) -> PerceiverPreTrainedModel | tuple[PerceiverPreTrainedModel, dict]:
         "Build `cls` from a checkpoint written by `save_pretrained` (ours or transformers') and load its weights."
@@ -129,10 +134,9 @@ class PerceiverPreTrainedModel(nn.Module):
             raise ValueError('`path_or_name` may be None only when both `config` and `state_dict` are given')
         if state_dict is not None and not isinstance(state_dict, dict):
             raise ValueError(f'`state_dict` must be a dict of tensors, got {type(state_dict).__name__}')
-        directory = None if path_or_name is None else resolve_checkpoint(path_or_name)
-        if directory is not None and subfolder:
-            directory = directory/subfolder
-            if not directory.is_dir(): raise FileNotFoundError(f'no folder {subfolder!r} (`subfolder`) in {str(path_or_name)!r}')
+        directory = None if path_or_name is None else resolve_pretrained(
+            path_or_name, 'model' if config is None else 'weights', cache_dir=cache_dir, revision=revision,
+            local_files_only=local_files_only, token=token, subfolder=subfolder)
         if directory is None: state = state_dict
         else:
             with _checkpoint_read_lock(directory):  # a save in progress finishes first: config and weights of one model
@@ -379,31 +383,11 @@ def load_state_dict_into(model: nn.Module,  # any module; keys are matched again
     return dict(missing=missing, unexpected=unexpected, ignored=ignored)
 
 # %% ../nbs/08_weights.ipynb #e933ac44
-def _env_true(name: str) -> bool: return os.environ.get(name, '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
-
 def resolve_checkpoint(path_or_name: str | os.PathLike,  # a local directory, or a Hub repository id
+                       **hub_options,  # cache_dir, revision, local_files_only, token, subfolder: see `resolve_pretrained`
                       ) -> Path:
-    "The local directory of a checkpoint: `path_or_name` itself, or a Hub snapshot fetched with `huggingface_hub`."
-    path = Path(path_or_name)
-    if path.is_dir(): return path
-    hint = ('pass a local directory holding config.json and model.safetensors (or pytorch_model.bin), '
-            "e.g. one written by transformers' or our save_pretrained")
-    if path.exists(): raise ValueError(f'{str(path)!r} is a file, not a checkpoint directory: {hint}')
-    try: from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f'{str(path_or_name)!r} is not a local directory, and huggingface_hub is not installed '
-                                f'to fetch it from the Hub: {hint}') from None
-    offline = _env_true('HF_HUB_OFFLINE') or _env_true('TRANSFORMERS_OFFLINE')
-    try:
-        found = Path(snapshot_download(str(path_or_name), allow_patterns=['*.json', '*.safetensors'], local_files_only=offline))
-        if not any(found.glob('*.safetensors')):
-            found = Path(snapshot_download(str(path_or_name), allow_patterns=['*.json', 'pytorch_model*.bin'],
-                                           local_files_only=offline))
-        return found
-    except Exception as e:
-        why = 'offline (HF_HUB_OFFLINE is set) and not in the local cache' if offline else f'{type(e).__name__}: {e}'
-        raise FileNotFoundError(f'{str(path_or_name)!r} is not a local directory and could not be fetched from the '
-                                f'Hugging Face Hub ({why}): {hint}') from None
+    "The local directory of a checkpoint (config and weights): `path_or_name` itself, or its Hub snapshot, cache first."
+    return resolve_pretrained(path_or_name, 'model', **hub_options)
 
 # %% ../nbs/08_weights.ipynb #3ee6b78d
 def _dtype_alias(dtype, torch_dtype):

@@ -204,3 +204,29 @@ def test_legacy_config_and_feature_extractor(tmp_path):
     with pytest.warns(FutureWarning): fe = PerceiverFeatureExtractor()
     assert _maxdiff(fe(img, return_tensors='np').pixel_values, hf(img, return_tensors='np')['pixel_values']) <= TOL
     with pytest.raises(FileNotFoundError, match='preprocessor_config.json'): PerceiverImageProcessor.from_pretrained(tmp_path / 'nope')
+
+
+def test_json_file_api_matches_transformers(tmp_path):
+    "to_json_file / from_json_file / to_json_string / to_dict / valid_kwargs, under transformers' names, both ways."
+    import inspect
+    from perceiver_nb.image_processor import PerceiverImageProcessorKwargs
+    ours, theirs = PerceiverImageProcessor(size=(20, 30), crop_size=40, do_normalize=False), _hf(size=(20, 30), crop_size=40, do_normalize=False)
+    assert ours.to_json_file(tmp_path / 'ours.json') == tmp_path / 'ours.json'
+    theirs.to_json_file(tmp_path / 'theirs.json')
+    assert json.loads((tmp_path / 'ours.json').read_text()) == json.loads(ours.to_json_string()) == ours.to_dict()
+    assert json.loads((tmp_path / 'ours.json').read_text()) == json.loads((tmp_path / 'theirs.json').read_text())
+    assert PerceiverImageProcessor.from_json_file(tmp_path / 'theirs.json').to_dict() == ours.to_dict()
+    assert PerceiverImageProcessor.from_json_file(tmp_path / 'theirs.json', size=8).size == {'height': 8, 'width': 8}
+    back = transformers.PerceiverImageProcessorPil.from_json_file(tmp_path / 'ours.json')
+    img = _image(np.random.default_rng(70), (50, 45))
+    assert _maxdiff(ours(img, return_tensors='np').pixel_values, back(img, return_tensors='np')['pixel_values']) <= TOL
+    # valid_kwargs: a TypedDict naming exactly what preprocess accepts besides the images, all names transformers knows
+    assert PerceiverImageProcessor.valid_kwargs is PerceiverImageProcessorKwargs
+    names = list(PerceiverImageProcessor.valid_kwargs.__annotations__)
+    assert names == [p for p in inspect.signature(PerceiverImageProcessor.preprocess).parameters if p not in ('self', 'images')]
+    assert set(names) <= set(transformers.PerceiverImageProcessorPil.valid_kwargs.__annotations__)
+    assert PerceiverImageProcessor.to_json_file.__qualname__ == 'PerceiverImageProcessor.to_json_file'
+    (tmp_path / 'bad.json').write_text('[1, 2]')
+    with pytest.raises(ValueError, match='bad.json: not a JSON object but a JSON list'): PerceiverImageProcessor.from_json_file(tmp_path / 'bad.json')
+    (tmp_path / 'bad.json').write_text('{oops')
+    with pytest.raises(ValueError, match='bad.json: not valid JSON'): PerceiverImageProcessor.from_json_file(tmp_path / 'bad.json')

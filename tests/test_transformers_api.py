@@ -176,7 +176,8 @@ def test_loads_transformers_4_files(tmp_path):
 
 
 def test_load_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match='must be a directory'): PerceiverTokenizer.from_pretrained(tmp_path / 'missing')
+    with pytest.raises(FileNotFoundError, match='no tokenizer_config.json or special_tokens_map.json at .*no such directory'):
+        PerceiverTokenizer.from_pretrained(tmp_path / 'missing')
     with pytest.raises(ValueError, match='holds neither tokenizer_config.json'): PerceiverTokenizer.from_pretrained(tmp_path)
     (tmp_path / 'tokenizer_config.json').write_text('{"tokenizer_class": "BertTokenizer"}')
     with pytest.raises(ValueError, match='BertTokenizer, not a PerceiverTokenizer'): PerceiverTokenizer.from_pretrained(tmp_path)

@@ -270,7 +270,7 @@ def test_offline_hub_name_says_pass_a_directory(monkeypatch):
 
 def test_hub_without_huggingface_hub(monkeypatch):
     monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # makes `import huggingface_hub` fail
-    with pytest.raises(FileNotFoundError, match='huggingface_hub is not installed.*pass a local directory'):
+    with pytest.raises(ImportError, match=r"needs huggingface_hub: pip install 'perceiver_nb\[hub\]'.*pass a local directory"):
         PerceiverPreTrainedModel.from_pretrained('perceiver-nb/no-such-model')
 
 
