@@ -24,7 +24,7 @@ README_FILES = ROOT/'README_files'  # images of README.md, if the index page eve
 GROUPS = [(0, 9, 'Foundations'), (10, 19, 'Preprocessors'), (20, 29, 'Decoders and postprocessors'),
           (30, 39, 'Models'), (40, 49, 'End to end'), (50, 59, 'Performance'), (60, 69, 'Training'), (90, 99, 'API')]
 # ... except the reference pages: looked up when needed, not read in order, so the reading order skips them.
-REFERENCE, REFERENCE_GROUP = {6, 7, 8, 15}, 'Reference'
+REFERENCE, REFERENCE_GROUP = {6, 7, 8, 9, 15}, 'Reference'
 OTHER_GROUP = 'More'
 SECTION_ORDER = ([g for lo, hi, g in GROUPS if hi < 90] + [REFERENCE_GROUP] + [g for lo, hi, g in GROUPS if hi >= 90]
                  + [OTHER_GROUP])
