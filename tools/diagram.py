@@ -26,12 +26,12 @@ TEXT, MUTED, COST = '#111827', '#4b5563', '#9a3412'
 
 # Parts a page can highlight: part name -> (what it is, the element ids it colours).
 PARTS = {
-    'inputs': ('raw data and how it becomes model input', {'raw'}),
+    'inputs': ('the raw data', {'raw'}),
     'preprocess': ('the input preprocessor', {'preprocess', 'x'}),
     'position': ('the position encodings', {'pos', 'pos-pre', 'pos-query'}),
     'attention': ('the attention layers', {'cross', 'self', 'decode'}),
-    'encoder': ('the encoder: latent array, cross-attend, self-attend blocks', {'latent-array', 'cross', 'z0', 'self', 'z'}),
-    'decode': ('the decoder: output queries cross-attend to the latents', {'queries', 'decode', 'y'}),
+    'encoder': ('the encoder (latent array, cross-attend, self-attend blocks)', {'latent-array', 'cross', 'z0', 'self', 'z'}),
+    'decode': ('the decoder (output queries cross-attend to the latents)', {'queries', 'decode', 'y'}),
     'postprocess': ('the postprocessor', {'postprocess', 'out'}),
 }
 
