@@ -54,3 +54,17 @@ def test_learned_query_reads_the_informative_latent(run):
         assert a.mean(0).argmax().item() == 5, (name, a.mean(0))
         assert a[:, 5].mean() > 0.5, (name, a[:, 5].mean())  # measured (basic): 0.76-0.99
         assert acc > 0.95 and acc > mean_acc + 0.05, (name, acc, mean_acc)  # measured: 0.996-1.0 vs 0.88
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_input_rows_of_the_same_byte_resemble_each_other(seed):
+    "10_text_preprocessor: at any initial weights, rows of the same byte have cosine about 0.5, other rows about 0."
+    from perceiver_nb.config import PerceiverConfig
+    from perceiver_nb.preprocessors.text import PerceiverTextPreprocessor
+    torch.manual_seed(seed)
+    prep = PerceiverTextPreprocessor(PerceiverConfig(d_model=256, max_position_embeddings=64)).requires_grad_(False)
+    ids = torch.tensor([[4] + [b + 6 for b in 'Perceiver reads bytes'.encode()] + [5]])
+    rows = torch.nn.functional.normalize(prep(ids)[0][0], dim=-1)
+    cos, eye = rows @ rows.T, torch.eye(23, dtype=torch.bool)
+    same = (ids[0, :, None] == ids[0, None, :]) & ~eye
+    assert cos[same].mean() > cos[~same & ~eye].mean() + 0.3, (cos[same].mean(), cos[~same & ~eye].mean())  # measured: 0.5 vs 0.0
