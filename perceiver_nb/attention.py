@@ -199,3 +199,27 @@ class PerceiverAttention(nn.Module):
         out = self.output(context)
         if self.use_query_residual: out = out + hidden_states
         return (out, *probs)
+
+# %% ../nbs/02_attention.ipynb #13a53b49
+def _train_lookup_demo(seed: int = 0,  # seeds the weights, the targets and the data
+                       steps: int = 150,  # Adam steps, batches of 64
+                       threads: int | None = 1,  # torch CPU threads during training (restored afterwards)
+                       M: int = 12, real: int = 8, N: int = 6, C: int = 4, D: int = 16,  # inputs (the first `real` unpadded), latents, content and latent widths
+                      ) -> tuple[PerceiverSelfAttention, torch.Tensor, torch.Tensor, list[float]]:  # module (eval), queries (N, D), targets (N,), losses
+    "Train `N` learned queries and a cross-attention to fetch the content of input position `targets[n]`: a toy that needs attention."
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randperm(real, generator=g)[:N]  # (N,) distinct real positions
+    with num_threads(threads):
+        torch.manual_seed(seed)
+        attn = PerceiverSelfAttention(PerceiverConfig(attention_probs_dropout_prob=0.0), is_cross_attention=True, q_dim=D, kv_dim=C + M)
+        queries, readout = nn.Parameter(torch.randn(N, D)), nn.Linear(attn.v_channels, C)
+        opt = torch.optim.Adam([*attn.parameters(), queries, *readout.parameters()], lr=2e-2)
+        mask = torch.tensor([True] * real + [False] * (M - real)).expand(64, M)  # (64, M)
+        positions = torch.eye(M).expand(64, M, M)  # one-hot position of every input row
+        losses = []
+        for _ in range(steps):
+            content = torch.randn(64, M, C, generator=g)
+            out, = attn(queries.expand(64, N, D), inputs=torch.cat([content, positions], -1), inputs_mask=mask)
+            loss = F.mse_loss(readout(out), content[:, targets])
+            opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    return attn.eval(), queries.detach(), targets, losses

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from perceiver_nb.tasks.text import DEMO_SENTENCES, train_tiny_mlm, fill_in, train_digit_classifier
-from perceiver_nb.tasks.image import train_shapes_classifier
+from perceiver_nb.core import set_seed
+from perceiver_nb.tasks.image import train_shapes_classifier, attention_entropy, PerceiverForImageClassificationConvProcessing
 from perceiver_nb.tokenizer import PerceiverTokenizer
 
 RUNS = [(1, 1), (2, 1), (3, 1), (4, 1), (0, 2)]  # (seed, threads); the page runs (0, 1)
@@ -45,5 +46,15 @@ def test_digit_classifier(run):
 @pytest.mark.parametrize('run', RUNS, ids=ids)
 def test_shapes_classifier(run):
     seed, threads = run
-    _, _, accuracies, _ = train_shapes_classifier(seed=seed, threads=threads, progress=False)
+    model, _, accuracies, (x_val, _) = train_shapes_classifier(seed=seed, threads=threads, progress=False)
     assert accuracies[0][1] < 0.5 and accuracies[-1][1] >= 0.95, accuracies  # measured: 0.997-1.0
+    # 32's figure of how the latents specialise: every layer attends more sharply than at the initial weights
+    set_seed(seed)
+    untrained = PerceiverForImageClassificationConvProcessing(model.config).eval()
+    means = {}
+    for name, m in (('before', untrained), ('trained', model)):
+        with torch.no_grad(): o = m(x_val[:64], output_attentions=True)
+        maps = [o.cross_attentions[0], *o.attentions, o.cross_attentions[1]]
+        means[name] = [attention_entropy(a).mean().item() for a in maps]
+    assert all(t < u for t, u in zip(means['trained'], means['before'])), means
+    assert means['trained'][0] < means['before'][0] - 0.1, means  # measured seeds 0-2: cross 0.29-0.34 vs 0.51-0.56

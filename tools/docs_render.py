@@ -170,6 +170,9 @@ class Linker:
         return f'[{text}]({self.up}{self.pages[target]}.ipynb{anchor})'
 
     def markdown(self, s: str) -> str:
+        # Our diagrams lie in nbs/images/: the pages find them beside them (write_site_source copies the folder),
+        # README.md, one folder up, under nbs/.
+        if self.readme: s = re.sub(r'(!\[[^\]]*\]\()(images/)', r'\1nbs/\2', s)
         # A link's text holds no brackets: otherwise the '[' of an interval such as $[-1, 1)$ would open a link that
         # runs on to the next real one.
         s = re.sub(r'\[([^\[\]]*)\]\(' + re.escape(self.doc_base) + r'([^)\s]+)\)', self._doc_link, s)
@@ -385,6 +388,17 @@ html_theme_options = {{
 """
 
 
+def copy_images(site: Path):
+    "Copy our own diagrams (`nbs/images/`) to `site/images/`, where the pages' `![...](images/x.svg)` look for them."
+    src, dst = NBS/'images', site/'images'
+    want = {p.relative_to(src): p.read_bytes() for p in src.rglob('*') if p.is_file()} if src.exists() else {}
+    for rel, data in want.items():
+        if not (dst/rel).exists() or (dst/rel).read_bytes() != data:
+            (dst/rel).parent.mkdir(parents=True, exist_ok=True); (dst/rel).write_bytes(data)
+    for old in (list(dst.rglob('*')) if dst.exists() else []):
+        if old.is_file() and old.relative_to(dst) not in want: old.unlink()
+
+
 def write_site_source(paths: list[Path], procd: dict[Path, Path], cfg: dict):
     "Fill `_sphinx/site/` with conf.py, static files, one page per notebook and one per module source."
     pages = {r.as_posix(): page_name(r) for r in procd}
@@ -404,6 +418,7 @@ def write_site_source(paths: list[Path], procd: dict[Path, Path], cfg: dict):
     write_if_changed(SITE_SRC/'conf.py', CONF.format(title=cfg.get('title', cfg['lib_name']), author=cfg['author'],
                                                        copyright=cfg['copyright'], git_url=cfg['git_url']))
     write_if_changed(SITE_SRC/'_static'/'nbdev.css', CSS.lstrip())
+    copy_images(SITE_SRC)
     mj, dst = ensure_mathjax(), SITE_SRC/'_static'/'mathjax'
     if not (dst/'tex-mml-chtml.js').exists():
         shutil.rmtree(dst, ignore_errors=True); shutil.copytree(mj, dst)

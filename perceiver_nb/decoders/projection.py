@@ -45,3 +45,39 @@ class PerceiverProjectionDecoder(PerceiverAbstractDecoder):
         "Average `z` over the latents and project: `PerceiverDecoderOutput(logits=(B, L), cross_attentions=None)`."
         check_shape(z, 'z', ('B', 'N', self.classifier.in_features))
         return PerceiverDecoderOutput(logits=self.classifier(z.mean(dim=1)), cross_attentions=None)
+
+# %% ../../nbs/21_decoder_projection.ipynb #780243bc
+import torch.nn.functional as F
+from ..core import num_threads
+
+# %% ../../nbs/21_decoder_projection.ipynb #ed0fc0b9
+def _readout_data(n: int,  # examples
+                  generator: torch.Generator,  # source of the noise and labels
+                  N: int = 12, D: int = 16, informative: int = 5,  # latents, their width, the one that holds the label
+                 ) -> tuple[torch.Tensor, torch.Tensor]:  # latents (n, N, D), labels (n,)
+    "Latents with fixed identities plus noise, where only latent `informative` carries the binary label."
+    fixed = torch.Generator().manual_seed(1234)  # the same identities and direction in every call
+    identity, direction = torch.randn(N, D, generator=fixed), torch.randn(D, generator=fixed)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    z = identity + 0.5 * torch.randn(n, N, D, generator=generator)
+    z[:, informative] += 2.0 * (2 * y[:, None] - 1) * direction / direction.norm()
+    return z, y
+
+def _train_readout_demo(make_decoder,  # PerceiverConfig(d_latents=D, num_labels=2) -> a decoder to train
+                        seed: int = 0,  # seeds the weights and the data
+                        steps: int = 200,  # Adam steps, batches of 64
+                        threads: int | None = 1,  # torch CPU threads during training (restored afterwards)
+                        N: int = 12, D: int = 16,  # latents and their width
+                       ) -> tuple[nn.Module, list[float]]:  # the decoder (eval), the loss of every step
+    "Train a read-out on `_readout_data`: a toy where one latent of N holds the label."
+    g = torch.Generator().manual_seed(seed)
+    with num_threads(threads):
+        torch.manual_seed(seed)
+        dec = make_decoder(PerceiverConfig(d_latents=D, num_labels=2, attention_probs_dropout_prob=0.0))
+        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(steps):
+            z, y = _readout_data(64, g, N, D)
+            loss = F.cross_entropy(dec(dec.decoder_query(z), z).logits.reshape(64, 2), y)
+            opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    return dec.eval(), losses

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['SHAPES', 'PerceiverForImageClassificationLearned', 'PerceiverForImageClassificationFourier',
            'PerceiverForImageClassificationConvProcessing', 'draw_shape', 'make_shapes', 'shapes_accuracy',
-           'train_shapes_classifier']
+           'train_shapes_classifier', 'attention_entropy']
 
 # %% ../../nbs/32_task_image.ipynb #49627f6f
 from ..config import PerceiverConfig
@@ -174,3 +174,10 @@ def train_shapes_classifier(steps: int = 300,  # optimizer steps, batches of 32
                 accuracies.append((step, shapes_accuracy(model, x_val, y_val)))
                 progress_bar.set_postfix(val_acc=f'{accuracies[-1][1]:.2f}', refresh=False)
     return model.eval(), losses, accuracies, (x_val, y_val)
+
+# %% ../../nbs/32_task_image.ipynb #1878c878
+def attention_entropy(probs: torch.Tensor,  # (B, H, Q, K) attention probabilities, e.g. an entry of `attentions`
+                     ) -> torch.Tensor:  # (Q,) in [0, 1], averaged over batch and heads
+    "Entropy of each query's attention as a fraction of the uniform maximum log2 K: 1 spreads evenly, 0 reads one key."
+    h = -(probs * probs.clamp_min(1e-12).log2()).sum(-1)  # (B, H, Q) bits
+    return h.mean((0, 1)) / float(np.log2(probs.shape[-1]))
