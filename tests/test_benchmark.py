@@ -64,3 +64,13 @@ def test_parity_checks_attentions():
     ours.forward = shifted
     with pytest.raises(benchmark.ParityError, match='cross_attentions'):
         benchmark.check_parity(ours, theirs, inputs)
+
+
+def test_grad_ckpt_memory_row():
+    "--grad-ckpt adds our train-step peak memory with gradient checkpointing (and its ratio) to the train rows."
+    logged = []
+    rows = benchmark.run(benchmark.parse_args(TINY + ['--models', 'seqcls', '--modes', 'train', '--no-attentions',
+                                                      '--grad-ckpt', '--seq-len', '64']), log=logged.append)
+    (row,) = rows
+    assert row['ours_mb_grad_ckpt'] > 0 and row['grad_ckpt_ratio'] == row['ours_mb_grad_ckpt'] / row['ours_mb']
+    assert any('with gradient checkpointing' in l or 'with it' in l for l in logged)
