@@ -36,6 +36,7 @@ from .tasks.image import *
 from .tasks.flow import *
 from .tasks.multimodal import *
 from .flow import *
+from .training import *
 
 # %% ../nbs/90_api.ipynb #c6bd519a
 import sys as _sys

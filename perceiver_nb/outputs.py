@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
+from collections.abc import Iterator
 import torch.utils._pytree as pytree
 
 # %% auto #0
@@ -24,6 +25,15 @@ class ModelOutput(dict):
         pytree.register_pytree_node(cls, lambda o: ([getattr(o, f.name) for f in fields(o)], [f.name for f in fields(o)]),
                                     lambda values, names: cls(**dict(zip(names, values))),
                                     serialized_type_name=f'{cls.__module__}.{cls.__qualname__}')
+
+    def __post_init__(self):
+        # nn.DataParallel's gather rebuilds an output as `type(out)(generator of (name, value) pairs)`, as transformers allows
+        names = [f.name for f in fields(self)]
+        first = getattr(self, names[0])
+        if isinstance(first, Iterator) and all(getattr(self, n) is None for n in names[1:]):
+            object.__setattr__(self, names[0], None)
+            for name, value in first: setattr(self, name, value)
+            self._sync()
 
     def _sync(self):
         "Make the dict's contents the fields that are not `None`, in field order."

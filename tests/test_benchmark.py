@@ -98,3 +98,13 @@ def test_gpu_check_script_is_ready():
     for name, rest in steps:
         args = benchmark.parse_args(base + shlex.split(rest.replace('"$OUT/', '"/tmp/')))
         assert args.device == 'cuda' and args.json and args.markdown, name
+
+
+def test_grad_ckpt_memory_row():
+    "--grad-ckpt adds our train-step peak memory with gradient checkpointing (and its ratio) to the train rows."
+    logged = []
+    rows = benchmark.run(benchmark.parse_args(TINY + ['--models', 'seqcls', '--modes', 'train', '--no-attentions',
+                                                      '--grad-ckpt', '--seq-len', '64']), log=logged.append)
+    (row,) = rows
+    assert row['ours_mb_grad_ckpt'] > 0 and row['grad_ckpt_ratio'] == row['ours_mb_grad_ckpt'] / row['ours_mb']
+    assert any('with gradient checkpointing' in l or 'with it' in l for l in logged)

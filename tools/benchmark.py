@@ -37,6 +37,7 @@ Usage:
     python tools/benchmark.py --device cuda --size released    # the released checkpoints' configurations, on a GPU
     python tools/benchmark.py --device cuda --size released --dtype bfloat16 --modes inference --batch-size 16
     python tools/benchmark.py --models mlm seqcls --no-attentions --repeat 3
+    python tools/benchmark.py --size small --modes train --no-attentions --grad-ckpt   # memory saved by checkpointing
     python tools/benchmark.py --models flow --size released --batch-size 1 --modes inference --no-attentions --repeat 3
         (--no-attentions also skips the attention-map parity check: at 368x496 those maps need about 20 GB on a CPU)
 
@@ -265,6 +266,17 @@ def peak_memory(step: Callable, device: torch.device) -> float:
     return float(peak)
 
 
+def grad_ckpt_memory(model: torch.nn.Module, inputs: dict, device: torch.device) -> float:
+    "Peak bytes of one train step (as `peak_memory`) with `gradient_checkpointing_enable()`; switched off again after."
+    model.gradient_checkpointing_enable()
+    try:
+        model.zero_grad(set_to_none=True)
+        return peak_memory(make_step(model, inputs, 'train', False), device)
+    finally:
+        model.gradient_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+
+
 def environment(device: torch.device) -> dict:
     if device.type == 'cuda': name = torch.cuda.get_device_name(device)
     else:
@@ -300,6 +312,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--atol', type=float, default=1e-4, help='parity tolerance (float32, default 1e-4)')
     p.add_argument('--chunks', type=int, default=128, help="multimodal: chunks of transformers' loop (default 128, as "
                    'its documentation; one of them is timed)')
+    p.add_argument('--grad-ckpt', action='store_true', help='also measure our train-step peak memory with '
+                   'gradient_checkpointing_enable() and print both and their ratio (train rows without attentions)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', type=Path, metavar='PATH', help='also write settings, environment and rows here')
     p.add_argument('--markdown', type=Path, metavar='PATH', help='also write the table as markdown here')
@@ -381,13 +395,19 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
             for m in (ours, theirs): m.zero_grad(set_to_none=True)  # free earlier gradients before, not during
             mem = {k: peak_memory(step, device) for k, step in steps.items()}
             ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-            rows.append(dict(model=spec.class_name, mode=mode + ('+attn' if attn else '') + (' compiled' if compiled else ''),
-                             output_attentions=attn,
-                             ours_ms=ms['ours'], theirs_ms=ms['theirs'], time_ratio=_ratio(ms['ours'], ms['theirs']),
-                             ours_mb=mem['ours'] / 2**20, theirs_mb=mem['theirs'] / 2**20,
-                             mem_ratio=_ratio(mem['ours'], mem['theirs']),
-                             ours_runs_ms=[1e3 * t for t in times['ours']],
-                             theirs_runs_ms=[1e3 * t for t in times['theirs']], parity=diffs, config=fields))
+            row = dict(model=spec.class_name, mode=mode + ('+attn' if attn else '') + (' compiled' if compiled else ''),
+                       output_attentions=attn,
+                       ours_ms=ms['ours'], theirs_ms=ms['theirs'], time_ratio=_ratio(ms['ours'], ms['theirs']),
+                       ours_mb=mem['ours'] / 2**20, theirs_mb=mem['theirs'] / 2**20,
+                       mem_ratio=_ratio(mem['ours'], mem['theirs']),
+                       ours_runs_ms=[1e3 * t for t in times['ours']],
+                       theirs_runs_ms=[1e3 * t for t in times['theirs']], parity=diffs, config=fields)
+            if args.grad_ckpt and mode == 'train' and not attn:
+                row['ours_mb_grad_ckpt'] = grad_ckpt_memory(ours, inputs, device) / 2**20
+                row['grad_ckpt_ratio'] = _ratio(row['ours_mb_grad_ckpt'], row['ours_mb'])
+                log(f"{spec.class_name}: train-step peak memory (ours) {row['ours_mb']:.2f} MB without gradient "
+                    f"checkpointing, {row['ours_mb_grad_ckpt']:.2f} MB with it ({row['grad_ckpt_ratio']:.2f}x)")
+            rows.append(row)
         del ours, theirs, steps
         gc.collect()
         if device.type == 'cuda': torch.cuda.empty_cache()
