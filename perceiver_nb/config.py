@@ -16,6 +16,7 @@ __all__ = ['PERCEIVER_DEFAULTS', 'GENERIC_DEFAULTS', 'ACTIVATIONS', 'RELEASED_CO
 import torch
 from torch import nn
 from filelock import FileLock
+from .core import _positive_int, _int_list, _prob, _positive_float, _choice, _non_negative_int, _flag
 
 # %% ../nbs/06_config.ipynb #d14670cb
 PERCEIVER_DEFAULTS: dict[str, Any] = dict(
@@ -84,43 +85,6 @@ def get_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 # %% ../nbs/06_config.ipynb #2f226d0b
-def _positive_int(name, v, optional=False):
-    if v is None and optional: return v
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f'`{name}` must be a positive int{" or None" if optional else ""}, got {v!r}')
-    return v
-
-def _int_list(name, v, length=None):
-    if isinstance(v, int) and not isinstance(v, bool) and length is None: v = [v]
-    if not isinstance(v, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v):
-        raise ValueError(f'`{name}` must be a list of positive ints, got {v!r}')
-    if length is not None and len(v) != length:
-        raise ValueError(f'`{name}` must have {length} entries, got {len(v)}: {list(v)}')
-    return list(v)
-
-def _prob(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise ValueError(f'`{name}` must be a probability in [0, 1], got {v!r}')
-    return float(v) if isinstance(v, int) else v
-
-def _positive_float(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f'`{name}` must be a positive number, got {v!r}')
-    return v
-
-def _choice(name, v, choices):
-    if v not in choices: raise ValueError(f'`{name}` must be one of {choices}, got {v!r}')
-    return v
-
-def _non_negative_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f'`{name}` must be a non-negative int, got {v!r}')
-    return v
-
-def _flag(name, v):
-    if not isinstance(v, bool): raise ValueError(f'`{name}` must be True or False, got {v!r}')
-    return v
-
 _REDO_CONFIG = 'fix the file, or save the checkpoint again (or download it again)'
 
 def _label_index(k):
@@ -133,7 +97,7 @@ def _label_index(k):
 
 _PROBLEM_TYPES = (None, 'regression', 'single_label_classification', 'multi_label_classification')
 
-def _dtype(name, v):
+def _dtype(v, name):
     "None or a floating torch dtype; its name ('float16', 'torch.float16') becomes the dtype, as in transformers."
     if isinstance(v, str) and isinstance(getattr(torch, v.removeprefix('torch.'), None), torch.dtype): v = getattr(torch, v.removeprefix('torch.'))
     if v is not None and not (isinstance(v, torch.dtype) and v.is_floating_point):
@@ -147,18 +111,18 @@ _RULES = {
                                  'cross_attention_widening_factor', 'vocab_size', 'max_position_embeddings', 'num_frames',
                                  'audio_samples_per_frame', 'samples_per_patch', 'output_num_channels',
                                  '_label_trainable_num_channels')},
-    'qk_channels': lambda n, v: _positive_int(n, v, optional=True),
-    'v_channels': lambda n, v: _positive_int(n, v, optional=True),
-    'cross_attention_shape_for_attention': lambda n, v: _choice(n, v, ('kv', 'q')),
-    'hidden_act': lambda n, v: (get_activation(v), v)[1],
+    'qk_channels': lambda v, n: _positive_int(v, n, optional=True),
+    'v_channels': lambda v, n: _positive_int(v, n, optional=True),
+    'cross_attention_shape_for_attention': lambda v, n: _choice(v, n, ('kv', 'q')),
+    'hidden_act': lambda v, n: (get_activation(v), v)[1],
     'attention_probs_dropout_prob': _prob,
     'initializer_range': _positive_float,
     'layer_norm_eps': _positive_float,
     'use_query_residual': _flag,
-    'image_size': lambda n, v: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else _int_list(n, v, 2),
-    'train_size': lambda n, v: _int_list(n, v, 2),
-    'output_shape': lambda n, v: _int_list(n, v, 4),
-    'problem_type': lambda n, v: _choice(n, v, _PROBLEM_TYPES),
+    'image_size': lambda v, n: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else _int_list(v, n, 2),
+    'train_size': lambda v, n: _int_list(v, n, 2),
+    'output_shape': lambda v, n: _int_list(v, n, 4),
+    'problem_type': lambda v, n: _choice(v, n, _PROBLEM_TYPES),
     'output_attentions': _flag, 'output_hidden_states': _flag, 'return_dict': _flag,
     'chunk_size_feed_forward': _non_negative_int,
     'dtype': _dtype,
@@ -255,7 +219,7 @@ class PerceiverConfig:
         self._extra.update(kwargs)
 
     def __setattr__(self, name, value):
-        if name in _RULES: value = _RULES[name](name, value)
+        if name in _RULES: value = _RULES[name](value, name)
         elif name == 'id2label' and value is not None:
             if not isinstance(value, dict): raise ValueError(f'`id2label` must be a dict, got {type(value).__name__}')
             value = {_label_index(k): v for k, v in value.items()}
@@ -271,7 +235,7 @@ class PerceiverConfig:
     def num_labels(self) -> int: return len(self.id2label)
     @num_labels.setter
     def num_labels(self, n: int):
-        _positive_int('num_labels', n)
+        _positive_int(n, 'num_labels')
         if self.id2label is None or len(self.id2label) != n: self.id2label = {i: f'LABEL_{i}' for i in range(n)}
 
     @property
