@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #1dc7dabe
 from __future__ import annotations
-import math, os, random
+import abc, math, os, random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -252,6 +252,7 @@ def patch_to(cls: type,  # the class that receives the method
     def add(f):
         f.__qualname__ = f'{cls.__name__}.{f.__name__}'
         setattr(cls, f.__name__, property(f) if as_prop else classmethod(f) if cls_method else f)
+        abc.update_abstractmethods(cls)  # an abstract method implemented this way no longer blocks instantiation
         return f
     return add
 

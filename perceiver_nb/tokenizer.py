@@ -124,9 +124,7 @@ class PerceiverTokenizer:
     "Perceiver's byte-level tokenizer: UTF-8 bytes shifted past six special tokens, called like transformers' one."
 
     model_input_names = ['input_ids', 'attention_mask']
-
     unk_token = unk_token_id = None  # bytes cover every text: nothing is unknown
-
     pad_token_type_id = 0
 
     def __init__(self,
