@@ -60,6 +60,20 @@ def additive_attention_mask(mask: torch.Tensor | None,  # (B, M) padding mask (T
         keep = keep != 0
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
+# %% ../nbs/02_attention.ipynb #08fb27f4
+def _attention_widths(is_cross_attention: bool, qk_channels: int | None, v_channels: int | None, num_heads: int,
+                      q_dim: int | None, kv_dim: int | None) -> tuple[int, int, int]:
+    "(kv_dim, qk_channels, v_channels) with the defaults filled in; a ValueError for widths that cannot work."
+    if q_dim is None: raise ValueError('`q_dim` (the width of the query array) is required')
+    if is_cross_attention and kv_dim is None: raise ValueError('cross-attention needs `kv_dim` (the width of `inputs`)')
+    if not is_cross_attention and kv_dim not in (None, q_dim):
+        raise ValueError(f'self-attention reads keys from the query array: `kv_dim`={kv_dim} must equal `q_dim`={q_dim} or be None')
+    qk_channels = qk_channels or q_dim
+    v_channels = v_channels or qk_channels
+    check_divisible(qk_channels, 'qk_channels', num_heads, 'num_heads')
+    check_divisible(v_channels, 'v_channels', num_heads, 'num_heads')
+    return kv_dim or q_dim, qk_channels, v_channels
+
 # %% ../nbs/02_attention.ipynb #aff144f6
 class PerceiverSelfAttention(nn.Module):
     "Multi-head cross- or self-attention with pre-layer-norms: the attention product before the output projection."
@@ -73,16 +87,9 @@ class PerceiverSelfAttention(nn.Module):
                  kv_dim: int | None = None,  # width of the keys' array (C for inputs); self-attention: `q_dim`
                 ):
         super().__init__()
-        if q_dim is None: raise ValueError('`q_dim` (the width of the query array) is required')
-        if is_cross_attention and kv_dim is None: raise ValueError('cross-attention needs `kv_dim` (the width of `inputs`)')
-        if not is_cross_attention and kv_dim not in (None, q_dim):
-            raise ValueError(f'self-attention reads keys from the query array: `kv_dim`={kv_dim} must equal `q_dim`={q_dim} or be None')
-        qk_channels = qk_channels or q_dim
-        v_channels = v_channels or qk_channels
-        check_divisible(qk_channels, 'qk_channels', num_heads, 'num_heads')
-        check_divisible(v_channels, 'v_channels', num_heads, 'num_heads')
+        kv_dim, qk_channels, v_channels = _attention_widths(is_cross_attention, qk_channels, v_channels, num_heads, q_dim, kv_dim)
         self.is_cross_attention, self.num_heads = is_cross_attention, num_heads
-        self.q_dim, self.kv_dim = q_dim, kv_dim or q_dim
+        self.q_dim, self.kv_dim = q_dim, kv_dim
         self.qk_channels, self.v_channels = qk_channels, v_channels
         self.qk_channels_per_head, self.v_channels_per_head = qk_channels // num_heads, v_channels // num_heads
         self.layernorm1 = nn.LayerNorm(q_dim)  # eps 1e-5, not config.layer_norm_eps (as transformers)
