@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from filelock import FileLock
 from .core import _positive_int, _int_list, _prob, _positive_float, _choice, _non_negative_int, _flag
+from .core import patch_to
 
 # %% ../nbs/06_config.ipynb #d14670cb
 PERCEIVER_DEFAULTS: dict[str, Any] = dict(
@@ -197,6 +198,7 @@ def _checkpoint_read_lock(directory: str | os.PathLike):
 # %% ../nbs/06_config.ipynb #1f4b51be
 class PerceiverConfig:
     "Configuration of a Perceiver model: the fields, defaults and `config.json` format of transformers' `PerceiverConfig`."
+
     model_type = 'perceiver'
 
     def __init__(self,
@@ -233,6 +235,7 @@ class PerceiverConfig:
 
     @property
     def num_labels(self) -> int: return len(self.id2label)
+
     @num_labels.setter
     def num_labels(self, n: int):
         _positive_int(n, 'num_labels')
@@ -242,85 +245,96 @@ class PerceiverConfig:
     def label2id(self) -> dict:
         "Label name to class index: the one given with `id2label`, else `id2label` inverted."
         return dict(self._label2id) if self._label2id is not None else {v: k for k, v in self.id2label.items()}
+
     @label2id.setter
     def label2id(self, value: dict):
         if not isinstance(value, dict): raise ValueError(f'`label2id` must be a dict, got {type(value).__name__}')
         object.__setattr__(self, '_label2id', dict(value))
 
-    def to_diff_dict(self) -> dict:
-        "`to_dict()` without the generic fields left at their defaults (the labels too when they are the default two), as transformers."
-        d, default = self.to_dict(), PerceiverConfig().to_dict()
-        return {k: v for k, v in d.items() if k not in (*GENERIC_DEFAULTS, 'label2id') or v != default.get(k)}
-
-    def to_json_file(self, json_file_path: str | os.PathLike,  # the file to write
-                     use_diff: bool = True,  # write `to_diff_dict()` (True, transformers' default) or `to_dict()`
-                    ) -> Path:
-        "Write the config as JSON to `json_file_path`, atomically (a temporary file renamed over it); return the path."
-        path = Path(json_file_path)
-        d = self.to_diff_dict() if use_diff else self.to_dict()
-        tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
-        try:
-            tmp.write_text(json.dumps(d, indent=2, sort_keys=True) + '\n', encoding='utf-8'); _fsync(tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists(): tmp.unlink()
-        return path
-
-    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> 'PerceiverConfig':
-        "The config of the text part: the config itself, as transformers returns for a model that is not composite."
-        return self
-
-    def to_dict(self) -> dict:
-        "All fields as a JSON-ready dict, in the layout of transformers' `config.json` (unknown keys included)."
-        d = {k: copy.deepcopy(getattr(self, k)) for k in (*PERCEIVER_DEFAULTS, *GENERIC_DEFAULTS)}
-        d['id2label'] = {str(k): v for k, v in self.id2label.items()}
-        d['label2id'] = self.label2id
-        d['model_type'] = self.model_type
-        if isinstance(d['dtype'], torch.dtype): d['dtype'] = str(d['dtype']).removeprefix('torch.')
-        d.update(copy.deepcopy(self._extra))
-        return dict(sorted(d.items()))
-
-    def to_json_string(self) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
-
-    @classmethod
-    def from_dict(cls, d: dict, **overrides) -> 'PerceiverConfig':
-        "Build a config from a dict such as a parsed `config.json`; `overrides` win."
-        d = {**d, **overrides}
-        if d.get('model_type', cls.model_type) != cls.model_type:
-            raise ValueError(f"this is a {d['model_type']!r} configuration, not a {cls.model_type!r} one")
-        return cls(**d)
-
-    @classmethod
-    def from_json_file(cls, path, **overrides) -> 'PerceiverConfig':
-        "Read a `config.json` file; any problem with it is reported with the file's path."
-        file = Path(path)
-        try: d = json.loads(file.read_text(encoding='utf-8'))
-        except UnicodeDecodeError as e: raise ValueError(f'cannot read {file}: not UTF-8 text ({e}); {_REDO_CONFIG}') from e
-        except json.JSONDecodeError as e: raise ValueError(f'cannot read {file}: not valid JSON ({e}); {_REDO_CONFIG}') from e
-        if not isinstance(d, dict):
-            raise ValueError(f'cannot read {file}: not a JSON object but a JSON {type(d).__name__}; {_REDO_CONFIG}')
-        try: config = cls.from_dict(d)
-        except ValueError as e: raise ValueError(f'invalid configuration in {file}: {e}; {_REDO_CONFIG}') from e
-        return cls.from_dict(d, **overrides) if overrides else config
-
-    def save_pretrained(self, save_directory) -> Path:
-        "Write `config.json` into `save_directory` (created if needed) atomically, under the directory's lock; return its path."
-        with _checkpoint_transaction(save_directory) as save:
-            save.write_bytes('config.json', self.to_json_string().encode('utf-8'))
-        return Path(save_directory)/'config.json'
-
-    @classmethod
-    def from_pretrained(cls, path, **overrides) -> 'PerceiverConfig':
-        "Read a config from a directory holding `config.json` (or the file itself); `overrides` win."
-        path = Path(path)
-        file = path/'config.json' if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f'no config.json at {str(path)!r}: pass a directory written by save_pretrained '
-                                    '(ours or transformers\') or the path of a config.json file')
-        return cls.from_json_file(file, **overrides)
-
     def __eq__(self, other): return isinstance(other, PerceiverConfig) and self.to_dict() == other.to_dict()
-    def __repr__(self): return f'{type(self).__name__} {self.to_json_string()}'
+
+# %% ../nbs/06_config.ipynb #99c8b08a
+@patch_to(PerceiverConfig)
+def to_diff_dict(self) -> dict:
+    "`to_dict()` without the generic fields left at their defaults (the labels too when they are the default two), as transformers."
+    d, default = self.to_dict(), PerceiverConfig().to_dict()
+    return {k: v for k, v in d.items() if k not in (*GENERIC_DEFAULTS, 'label2id') or v != default.get(k)}
+
+@patch_to(PerceiverConfig)
+def to_json_file(self, json_file_path: str | os.PathLike,  # the file to write
+                 use_diff: bool = True,  # write `to_diff_dict()` (True, transformers' default) or `to_dict()`
+                ) -> Path:
+    "Write the config as JSON to `json_file_path`, atomically (a temporary file renamed over it); return the path."
+    path = Path(json_file_path)
+    d = self.to_diff_dict() if use_diff else self.to_dict()
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
+    try:
+        tmp.write_text(json.dumps(d, indent=2, sort_keys=True) + '\n', encoding='utf-8'); _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
+@patch_to(PerceiverConfig)
+def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> 'PerceiverConfig':
+    "The config of the text part: the config itself, as transformers returns for a model that is not composite."
+    return self
+
+@patch_to(PerceiverConfig)
+def to_dict(self) -> dict:
+    "All fields as a JSON-ready dict, in the layout of transformers' `config.json` (unknown keys included)."
+    d = {k: copy.deepcopy(getattr(self, k)) for k in (*PERCEIVER_DEFAULTS, *GENERIC_DEFAULTS)}
+    d['id2label'] = {str(k): v for k, v in self.id2label.items()}
+    d['label2id'] = self.label2id
+    d['model_type'] = self.model_type
+    if isinstance(d['dtype'], torch.dtype): d['dtype'] = str(d['dtype']).removeprefix('torch.')
+    d.update(copy.deepcopy(self._extra))
+    return dict(sorted(d.items()))
+
+@patch_to(PerceiverConfig)
+def to_json_string(self) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
+
+@patch_to(PerceiverConfig, cls_method=True)
+def from_dict(cls, d: dict, **overrides) -> 'PerceiverConfig':
+    "Build a config from a dict such as a parsed `config.json`; `overrides` win."
+    d = {**d, **overrides}
+    if d.get('model_type', cls.model_type) != cls.model_type:
+        raise ValueError(f"this is a {d['model_type']!r} configuration, not a {cls.model_type!r} one")
+    return cls(**d)
+
+# %% ../nbs/06_config.ipynb #4b9efc72
+@patch_to(PerceiverConfig, cls_method=True)
+def from_json_file(cls, path, **overrides) -> 'PerceiverConfig':
+    "Read a `config.json` file; any problem with it is reported with the file's path."
+    file = Path(path)
+    try: d = json.loads(file.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise ValueError(f'cannot read {file}: not UTF-8 text ({e}); {_REDO_CONFIG}') from e
+    except json.JSONDecodeError as e: raise ValueError(f'cannot read {file}: not valid JSON ({e}); {_REDO_CONFIG}') from e
+    if not isinstance(d, dict):
+        raise ValueError(f'cannot read {file}: not a JSON object but a JSON {type(d).__name__}; {_REDO_CONFIG}')
+    try: config = cls.from_dict(d)
+    except ValueError as e: raise ValueError(f'invalid configuration in {file}: {e}; {_REDO_CONFIG}') from e
+    return cls.from_dict(d, **overrides) if overrides else config
+
+@patch_to(PerceiverConfig)
+def save_pretrained(self, save_directory) -> Path:
+    "Write `config.json` into `save_directory` (created if needed) atomically, under the directory's lock; return its path."
+    with _checkpoint_transaction(save_directory) as save:
+        save.write_bytes('config.json', self.to_json_string().encode('utf-8'))
+    return Path(save_directory)/'config.json'
+
+@patch_to(PerceiverConfig, cls_method=True)
+def from_pretrained(cls, path, **overrides) -> 'PerceiverConfig':
+    "Read a config from a directory holding `config.json` (or the file itself); `overrides` win."
+    path = Path(path)
+    file = path/'config.json' if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f'no config.json at {str(path)!r}: pass a directory written by save_pretrained '
+                                '(ours or transformers\') or the path of a config.json file')
+    return cls.from_json_file(file, **overrides)
+
+@patch_to(PerceiverConfig)
+def __repr__(self): return f'{type(self).__name__} {self.to_json_string()}'
 
 # %% ../nbs/06_config.ipynb #e8b07990
 RELEASED_CONFIGS: dict[str, dict] = {
