@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import *
-from .config import PerceiverConfig
+from .config import PerceiverConfig, PERCEIVER_DEFAULTS, GENERIC_DEFAULTS, _RULES
 
 # %% ../nbs/02_attention.ipynb #9ce23cfe
 def _split_heads(x: torch.Tensor,  # (B, T, H·c)
@@ -60,6 +60,13 @@ def additive_attention_mask(mask: torch.Tensor | None,  # (B, M) padding mask (T
         keep = keep != 0
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
+# %% ../nbs/02_attention.ipynb #5f19cf23
+def _setting(value, config: PerceiverConfig | None, field: str):
+    "An explicit argument (checked like the config field), else `config`'s field, else transformers' default."
+    if value is not None: return value if callable(value) else _RULES[field](value, field) if field in _RULES else value
+    default = {**PERCEIVER_DEFAULTS, **GENERIC_DEFAULTS}[field]
+    return default if config is None else getattr(config, field, default)
+
 # %% ../nbs/02_attention.ipynb #08fb27f4
 def _attention_widths(is_cross_attention: bool, qk_channels: int | None, v_channels: int | None, num_heads: int,
                       q_dim: int | None, kv_dim: int | None) -> tuple[int, int, int]:
@@ -78,13 +85,14 @@ def _attention_widths(is_cross_attention: bool, qk_channels: int | None, v_chann
 class PerceiverSelfAttention(nn.Module):
     "Multi-head cross- or self-attention with pre-layer-norms: the attention product before the output projection."
     def __init__(self,
-                 config: PerceiverConfig,  # reads `attention_probs_dropout_prob`
+                 config: PerceiverConfig | None,  # reads `attention_probs_dropout_prob` unless given below; may be None
                  is_cross_attention: bool = False,  # keys/values from `inputs` (True) or from the queries' array
                  qk_channels: int | None = None,  # c_qk, query/key width over all heads; None: `q_dim`
                  v_channels: int | None = None,  # c_v, value width over all heads; None: `qk_channels`
                  num_heads: int = 1,  # H; must divide `qk_channels` and `v_channels`
                  q_dim: int | None = None,  # width of the queries' array (D for latents)
                  kv_dim: int | None = None,  # width of the keys' array (C for inputs); self-attention: `q_dim`
+                 attention_probs_dropout_prob: float | None = None,  # None: the config's (transformers' 0.1 without one)
                 ):
         super().__init__()
         kv_dim, qk_channels, v_channels = _attention_widths(is_cross_attention, qk_channels, v_channels, num_heads, q_dim, kv_dim)
@@ -97,7 +105,7 @@ class PerceiverSelfAttention(nn.Module):
         self.query = nn.Linear(q_dim, qk_channels)
         self.key = nn.Linear(self.kv_dim, qk_channels)
         self.value = nn.Linear(self.kv_dim, v_channels)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = nn.Dropout(_setting(attention_probs_dropout_prob, config, 'attention_probs_dropout_prob'))
 
     def forward(self,
                 hidden_states: torch.Tensor,  # (B, N, q_dim) the queries' array
@@ -137,7 +145,7 @@ class PerceiverSelfAttention(nn.Module):
 class PerceiverSelfOutput(nn.Module):
     "The output projection of attention, from the value width back to the query width."
     def __init__(self,
-                 config: PerceiverConfig,  # unused; kept for transformers' signature
+                 config: PerceiverConfig | None,  # unused; kept for transformers' signature (None is fine)
                  input_channels: int,  # c_v
                  output_channels: int,  # the query width (cross) or c_v (self)
                 ):
@@ -149,20 +157,20 @@ class PerceiverSelfOutput(nn.Module):
         return self.dense(hidden_states)
 
 # %% ../nbs/02_attention.ipynb #7e47a7d4
-def _attention_channels(config, is_cross_attention, qk_channels, v_channels, q_dim, kv_dim) -> tuple[int, int]:
+def _attention_channels(shape_for: str, is_cross_attention, qk_channels, v_channels, q_dim, kv_dim) -> tuple[int, int]:
     "Perceiver's default (qk_channels, v_channels) of an attention (see the table above)."
     if qk_channels is None:
         if not is_cross_attention: qk_channels = q_dim
-        elif config.cross_attention_shape_for_attention == 'kv': qk_channels = kv_dim
-        elif config.cross_attention_shape_for_attention == 'q': qk_channels = q_dim
-        else: raise ValueError(f"`cross_attention_shape_for_attention` must be 'kv' or 'q', got {config.cross_attention_shape_for_attention!r}")
+        elif shape_for == 'kv': qk_channels = kv_dim
+        elif shape_for == 'q': qk_channels = q_dim
+        else: raise ValueError(f"`cross_attention_shape_for_attention` must be 'kv' or 'q', got {shape_for!r}")
     return qk_channels, v_channels or qk_channels
 
 # %% ../nbs/02_attention.ipynb #8b7e47af
 class PerceiverAttention(nn.Module):
     "Multi-head cross- or self-attention with output projection and optional query residual."
     def __init__(self,
-                 config: PerceiverConfig,  # reads `attention_probs_dropout_prob`, `cross_attention_shape_for_attention`
+                 config: PerceiverConfig | None,  # reads the two settings below unless they are given; may be None
                  is_cross_attention: bool = False,  # keys/values from `inputs` (True) or from the queries' array
                  qk_channels: int | None = None,  # c_qk; None: see the channel table
                  v_channels: int | None = None,  # c_v; None: c_qk
@@ -170,14 +178,18 @@ class PerceiverAttention(nn.Module):
                  q_dim: int | None = None,  # width of the queries' array
                  kv_dim: int | None = None,  # width of the keys' array (cross-attention)
                  use_query_residual: bool = True,  # add the queries' array to the output
+                 attention_probs_dropout_prob: float | None = None,  # None: the config's
+                 cross_attention_shape_for_attention: str | None = None,  # 'kv' or 'q'; None: the config's
                 ):
         super().__init__()
-        qk_channels, v_channels = _attention_channels(config, is_cross_attention, qk_channels, v_channels, q_dim, kv_dim)
+        qk_channels, v_channels = _attention_channels(_setting(cross_attention_shape_for_attention, config, 'cross_attention_shape_for_attention'),
+                                                      is_cross_attention, qk_channels, v_channels, q_dim, kv_dim)
         if not is_cross_attention and use_query_residual and v_channels != q_dim:
             raise ValueError(f'self-attention with a query residual needs `v_channels`={v_channels} equal to `q_dim`={q_dim} '
                              '(its output is added to the queries)')
         self.self = PerceiverSelfAttention(config, is_cross_attention=is_cross_attention, qk_channels=qk_channels,
-                                           v_channels=v_channels, num_heads=num_heads, q_dim=q_dim, kv_dim=kv_dim)
+                                           v_channels=v_channels, num_heads=num_heads, q_dim=q_dim, kv_dim=kv_dim,
+                                           attention_probs_dropout_prob=attention_probs_dropout_prob)
         # cross-attention projects back to the query width; self-attention keeps c_v (which must then be q_dim for the residual)
         self.output = PerceiverSelfOutput(config, input_channels=v_channels, output_channels=q_dim if is_cross_attention else v_channels)
         self.use_query_residual = use_query_residual
