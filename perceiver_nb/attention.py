@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import *
-from .config import PerceiverConfig
+from .config import PerceiverConfig, PERCEIVER_DEFAULTS, GENERIC_DEFAULTS, _RULES
 
 # %% ../nbs/02_attention.ipynb #9ce23cfe
 def _split_heads(x: torch.Tensor,  # (B, T, H·c)
@@ -70,37 +70,51 @@ def attention_kernel(q: torch.Tensor,  # (B, H, N, c_qk/H) queries, split into h
     flash_on_cpu = q.shape[-1] == v.shape[-1] and dropout_p == 0  # else PyTorch falls back to its slower "math" kernel
     return 'fused' if flash_on_cpu else 'explicit'
 
+# %% ../nbs/02_attention.ipynb #5f19cf23
+def _setting(value, config: PerceiverConfig | None, field: str):
+    "An explicit argument (checked like the config field), else `config`'s field, else transformers' default."
+    if value is not None: return value if callable(value) else _RULES[field](value, field) if field in _RULES else value
+    default = {**PERCEIVER_DEFAULTS, **GENERIC_DEFAULTS}[field]
+    return default if config is None else getattr(config, field, default)
+
+# %% ../nbs/02_attention.ipynb #08fb27f4
+def _attention_widths(is_cross_attention: bool, qk_channels: int | None, v_channels: int | None, num_heads: int,
+                      q_dim: int | None, kv_dim: int | None) -> tuple[int, int, int]:
+    "(kv_dim, qk_channels, v_channels) with the defaults filled in; a ValueError for widths that cannot work."
+    if q_dim is None: raise ValueError('`q_dim` (the width of the query array) is required')
+    if is_cross_attention and kv_dim is None: raise ValueError('cross-attention needs `kv_dim` (the width of `inputs`)')
+    if not is_cross_attention and kv_dim not in (None, q_dim):
+        raise ValueError(f'self-attention reads keys from the query array: `kv_dim`={kv_dim} must equal `q_dim`={q_dim} or be None')
+    qk_channels = qk_channels or q_dim
+    v_channels = v_channels or qk_channels
+    check_divisible(qk_channels, 'qk_channels', num_heads, 'num_heads')
+    check_divisible(v_channels, 'v_channels', num_heads, 'num_heads')
+    return kv_dim or q_dim, qk_channels, v_channels
+
 # %% ../nbs/02_attention.ipynb #aff144f6
 class PerceiverSelfAttention(nn.Module):
     "Multi-head cross- or self-attention with pre-layer-norms: the attention product before the output projection."
     def __init__(self,
-                 config: PerceiverConfig,  # reads `attention_probs_dropout_prob`
+                 config: PerceiverConfig | None,  # reads `attention_probs_dropout_prob` unless given below; may be None
                  is_cross_attention: bool = False,  # keys/values from `inputs` (True) or from the queries' array
                  qk_channels: int | None = None,  # c_qk, query/key width over all heads; None: `q_dim`
                  v_channels: int | None = None,  # c_v, value width over all heads; None: `qk_channels`
                  num_heads: int = 1,  # H; must divide `qk_channels` and `v_channels`
                  q_dim: int | None = None,  # width of the queries' array (D for latents)
                  kv_dim: int | None = None,  # width of the keys' array (C for inputs); self-attention: `q_dim`
+                 attention_probs_dropout_prob: float | None = None,  # None: the config's (transformers' 0.1 without one)
                 ):
         super().__init__()
-        if q_dim is None: raise ValueError('`q_dim` (the width of the query array) is required')
-        if is_cross_attention and kv_dim is None: raise ValueError('cross-attention needs `kv_dim` (the width of `inputs`)')
-        if not is_cross_attention and kv_dim not in (None, q_dim):
-            raise ValueError(f'self-attention reads keys from the query array: `kv_dim`={kv_dim} must equal `q_dim`={q_dim} or be None')
-        qk_channels = qk_channels or q_dim
-        v_channels = v_channels or qk_channels
-        check_divisible(qk_channels, 'qk_channels', num_heads, 'num_heads')
-        check_divisible(v_channels, 'v_channels', num_heads, 'num_heads')
+        kv_dim, qk_channels, v_channels = _attention_widths(is_cross_attention, qk_channels, v_channels, num_heads, q_dim, kv_dim)
         self.is_cross_attention, self.num_heads = is_cross_attention, num_heads
-        self.q_dim, self.kv_dim = q_dim, kv_dim or q_dim
-        self.qk_channels, self.v_channels = qk_channels, v_channels
+        self.q_dim, self.kv_dim, self.qk_channels, self.v_channels = q_dim, kv_dim, qk_channels, v_channels
         self.qk_channels_per_head, self.v_channels_per_head = qk_channels // num_heads, v_channels // num_heads
         self.layernorm1 = nn.LayerNorm(q_dim)  # eps 1e-5, not config.layer_norm_eps (as transformers)
         self.layernorm2 = nn.LayerNorm(self.kv_dim) if is_cross_attention else nn.Identity()
         self.query = nn.Linear(q_dim, qk_channels)
         self.key = nn.Linear(self.kv_dim, qk_channels)
         self.value = nn.Linear(self.kv_dim, v_channels)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = nn.Dropout(_setting(attention_probs_dropout_prob, config, 'attention_probs_dropout_prob'))
         self.kernel = 'auto'  # 'auto' (see `attention_kernel`), or force 'fused' / 'explicit'
 
     def forward(self,
@@ -142,7 +156,7 @@ class PerceiverSelfAttention(nn.Module):
 class PerceiverSelfOutput(nn.Module):
     "The output projection of attention, from the value width back to the query width."
     def __init__(self,
-                 config: PerceiverConfig,  # unused; kept for transformers' signature
+                 config: PerceiverConfig | None,  # unused; kept for transformers' signature (None is fine)
                  input_channels: int,  # c_v
                  output_channels: int,  # the query width (cross) or c_v (self)
                 ):
@@ -154,20 +168,20 @@ class PerceiverSelfOutput(nn.Module):
         return self.dense(hidden_states)
 
 # %% ../nbs/02_attention.ipynb #7e47a7d4
-def _attention_channels(config, is_cross_attention, qk_channels, v_channels, q_dim, kv_dim) -> tuple[int, int]:
+def _attention_channels(shape_for: str, is_cross_attention, qk_channels, v_channels, q_dim, kv_dim) -> tuple[int, int]:
     "Perceiver's default (qk_channels, v_channels) of an attention (see the table above)."
     if qk_channels is None:
         if not is_cross_attention: qk_channels = q_dim
-        elif config.cross_attention_shape_for_attention == 'kv': qk_channels = kv_dim
-        elif config.cross_attention_shape_for_attention == 'q': qk_channels = q_dim
-        else: raise ValueError(f"`cross_attention_shape_for_attention` must be 'kv' or 'q', got {config.cross_attention_shape_for_attention!r}")
+        elif shape_for == 'kv': qk_channels = kv_dim
+        elif shape_for == 'q': qk_channels = q_dim
+        else: raise ValueError(f"`cross_attention_shape_for_attention` must be 'kv' or 'q', got {shape_for!r}")
     return qk_channels, v_channels or qk_channels
 
 # %% ../nbs/02_attention.ipynb #8b7e47af
 class PerceiverAttention(nn.Module):
     "Multi-head cross- or self-attention with output projection and optional query residual."
     def __init__(self,
-                 config: PerceiverConfig,  # reads `attention_probs_dropout_prob`, `cross_attention_shape_for_attention`
+                 config: PerceiverConfig | None,  # reads the two settings below unless they are given; may be None
                  is_cross_attention: bool = False,  # keys/values from `inputs` (True) or from the queries' array
                  qk_channels: int | None = None,  # c_qk; None: see the channel table
                  v_channels: int | None = None,  # c_v; None: c_qk
@@ -175,14 +189,18 @@ class PerceiverAttention(nn.Module):
                  q_dim: int | None = None,  # width of the queries' array
                  kv_dim: int | None = None,  # width of the keys' array (cross-attention)
                  use_query_residual: bool = True,  # add the queries' array to the output
+                 attention_probs_dropout_prob: float | None = None,  # None: the config's
+                 cross_attention_shape_for_attention: str | None = None,  # 'kv' or 'q'; None: the config's
                 ):
         super().__init__()
-        qk_channels, v_channels = _attention_channels(config, is_cross_attention, qk_channels, v_channels, q_dim, kv_dim)
+        qk_channels, v_channels = _attention_channels(_setting(cross_attention_shape_for_attention, config, 'cross_attention_shape_for_attention'),
+                                                      is_cross_attention, qk_channels, v_channels, q_dim, kv_dim)
         if not is_cross_attention and use_query_residual and v_channels != q_dim:
             raise ValueError(f'self-attention with a query residual needs `v_channels`={v_channels} equal to `q_dim`={q_dim} '
                              '(its output is added to the queries)')
         self.self = PerceiverSelfAttention(config, is_cross_attention=is_cross_attention, qk_channels=qk_channels,
-                                           v_channels=v_channels, num_heads=num_heads, q_dim=q_dim, kv_dim=kv_dim)
+                                           v_channels=v_channels, num_heads=num_heads, q_dim=q_dim, kv_dim=kv_dim,
+                                           attention_probs_dropout_prob=attention_probs_dropout_prob)
         # cross-attention projects back to the query width; self-attention keeps c_v (which must then be q_dim for the residual)
         self.output = PerceiverSelfOutput(config, input_channels=v_channels, output_channels=q_dim if is_cross_attention else v_channels)
         self.use_query_residual = use_query_residual

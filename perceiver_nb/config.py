@@ -17,6 +17,9 @@ import torch
 from torch import nn
 from filelock import FileLock
 from .hub import resolve_pretrained
+from .core import _positive_int, _int_list, _prob, _positive_float, _choice, _non_negative_int, _flag
+from .core import patch_to
+
 
 # %% ../nbs/06_config.ipynb #d14670cb
 PERCEIVER_DEFAULTS: dict[str, Any] = dict(
@@ -85,43 +88,6 @@ def get_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 # %% ../nbs/06_config.ipynb #2f226d0b
-def _positive_int(name, v, optional=False):
-    if v is None and optional: return v
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f'`{name}` must be a positive int{" or None" if optional else ""}, got {v!r}')
-    return v
-
-def _int_list(name, v, length=None):
-    if isinstance(v, int) and not isinstance(v, bool) and length is None: v = [v]
-    if not isinstance(v, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v):
-        raise ValueError(f'`{name}` must be a list of positive ints, got {v!r}')
-    if length is not None and len(v) != length:
-        raise ValueError(f'`{name}` must have {length} entries, got {len(v)}: {list(v)}')
-    return list(v)
-
-def _prob(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise ValueError(f'`{name}` must be a probability in [0, 1], got {v!r}')
-    return float(v) if isinstance(v, int) else v
-
-def _positive_float(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f'`{name}` must be a positive number, got {v!r}')
-    return v
-
-def _choice(name, v, choices):
-    if v not in choices: raise ValueError(f'`{name}` must be one of {choices}, got {v!r}')
-    return v
-
-def _non_negative_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f'`{name}` must be a non-negative int, got {v!r}')
-    return v
-
-def _flag(name, v):
-    if not isinstance(v, bool): raise ValueError(f'`{name}` must be True or False, got {v!r}')
-    return v
-
 _REDO_CONFIG = 'fix the file, or save the checkpoint again (or download it again)'
 
 def _label_index(k):
@@ -134,7 +100,7 @@ def _label_index(k):
 
 _PROBLEM_TYPES = (None, 'regression', 'single_label_classification', 'multi_label_classification')
 
-def _dtype(name, v):
+def _dtype(v, name):
     "None or a floating torch dtype; its name ('float16', 'torch.float16') becomes the dtype, as in transformers."
     if isinstance(v, str) and isinstance(getattr(torch, v.removeprefix('torch.'), None), torch.dtype): v = getattr(torch, v.removeprefix('torch.'))
     if v is not None and not (isinstance(v, torch.dtype) and v.is_floating_point):
@@ -148,18 +114,18 @@ _RULES = {
                                  'cross_attention_widening_factor', 'vocab_size', 'max_position_embeddings', 'num_frames',
                                  'audio_samples_per_frame', 'samples_per_patch', 'output_num_channels',
                                  '_label_trainable_num_channels')},
-    'qk_channels': lambda n, v: _positive_int(n, v, optional=True),
-    'v_channels': lambda n, v: _positive_int(n, v, optional=True),
-    'cross_attention_shape_for_attention': lambda n, v: _choice(n, v, ('kv', 'q')),
-    'hidden_act': lambda n, v: (get_activation(v), v)[1],
+    'qk_channels': lambda v, n: _positive_int(v, n, optional=True),
+    'v_channels': lambda v, n: _positive_int(v, n, optional=True),
+    'cross_attention_shape_for_attention': lambda v, n: _choice(v, n, ('kv', 'q')),
+    'hidden_act': lambda v, n: (get_activation(v), v)[1],
     'attention_probs_dropout_prob': _prob,
     'initializer_range': _positive_float,
     'layer_norm_eps': _positive_float,
     'use_query_residual': _flag,
-    'image_size': lambda n, v: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else _int_list(n, v, 2),
-    'train_size': lambda n, v: _int_list(n, v, 2),
-    'output_shape': lambda n, v: _int_list(n, v, 4),
-    'problem_type': lambda n, v: _choice(n, v, _PROBLEM_TYPES),
+    'image_size': lambda v, n: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else _int_list(v, n, 2),
+    'train_size': lambda v, n: _int_list(v, n, 2),
+    'output_shape': lambda v, n: _int_list(v, n, 4),
+    'problem_type': lambda v, n: _choice(v, n, _PROBLEM_TYPES),
     'output_attentions': _flag, 'output_hidden_states': _flag, 'return_dict': _flag,
     'chunk_size_feed_forward': _non_negative_int,
     'dtype': _dtype,
@@ -234,6 +200,7 @@ def _checkpoint_read_lock(directory: str | os.PathLike):
 # %% ../nbs/06_config.ipynb #1f4b51be
 class PerceiverConfig:
     "Configuration of a Perceiver model: the fields, defaults and `config.json` format of transformers' `PerceiverConfig`."
+
     model_type = 'perceiver'
 
     def __init__(self,
@@ -256,7 +223,7 @@ class PerceiverConfig:
         self._extra.update(kwargs)
 
     def __setattr__(self, name, value):
-        if name in _RULES: value = _RULES[name](name, value)
+        if name in _RULES: value = _RULES[name](value, name)
         elif name == 'id2label' and value is not None:
             if not isinstance(value, dict): raise ValueError(f'`id2label` must be a dict, got {type(value).__name__}')
             value = {_label_index(k): v for k, v in value.items()}
@@ -270,99 +237,111 @@ class PerceiverConfig:
 
     @property
     def num_labels(self) -> int: return len(self.id2label)
+
     @num_labels.setter
     def num_labels(self, n: int):
-        _positive_int('num_labels', n)
+        _positive_int(n, 'num_labels')
         if self.id2label is None or len(self.id2label) != n: self.id2label = {i: f'LABEL_{i}' for i in range(n)}
 
     @property
     def label2id(self) -> dict:
         "Label name to class index: the one given with `id2label`, else `id2label` inverted."
         return dict(self._label2id) if self._label2id is not None else {v: k for k, v in self.id2label.items()}
+
     @label2id.setter
     def label2id(self, value: dict):
         if not isinstance(value, dict): raise ValueError(f'`label2id` must be a dict, got {type(value).__name__}')
         object.__setattr__(self, '_label2id', dict(value))
 
-    def to_diff_dict(self) -> dict:
-        "`to_dict()` without the generic fields left at their defaults (the labels too when they are the default two), as transformers."
-        d, default = self.to_dict(), PerceiverConfig().to_dict()
-        return {k: v for k, v in d.items() if k not in (*GENERIC_DEFAULTS, 'label2id') or v != default.get(k)}
-
-    def to_json_file(self, json_file_path: str | os.PathLike,  # the file to write
-                     use_diff: bool = True,  # write `to_diff_dict()` (True, transformers' default) or `to_dict()`
-                    ) -> Path:
-        "Write the config as JSON to `json_file_path`, atomically (a temporary file renamed over it); return the path."
-        path = Path(json_file_path)
-        d = self.to_diff_dict() if use_diff else self.to_dict()
-        tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
-        try:
-            tmp.write_text(json.dumps(d, indent=2, sort_keys=True) + '\n', encoding='utf-8'); _fsync(tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists(): tmp.unlink()
-        return path
-
-    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> 'PerceiverConfig':
-        "The config of the text part: the config itself, as transformers returns for a model that is not composite."
-        return self
-
-    def to_dict(self) -> dict:
-        "All fields as a JSON-ready dict, in the layout of transformers' `config.json` (unknown keys included)."
-        d = {k: copy.deepcopy(getattr(self, k)) for k in (*PERCEIVER_DEFAULTS, *GENERIC_DEFAULTS)}
-        d['id2label'] = {str(k): v for k, v in self.id2label.items()}
-        d['label2id'] = self.label2id
-        d['model_type'] = self.model_type
-        if isinstance(d['dtype'], torch.dtype): d['dtype'] = str(d['dtype']).removeprefix('torch.')
-        d.update(copy.deepcopy(self._extra))
-        return dict(sorted(d.items()))
-
-    def to_json_string(self) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
-
-    @classmethod
-    def from_dict(cls, d: dict, **overrides) -> 'PerceiverConfig':
-        "Build a config from a dict such as a parsed `config.json`; `overrides` win."
-        d = {**d, **overrides}
-        if d.get('model_type', cls.model_type) != cls.model_type:
-            raise ValueError(f"this is a {d['model_type']!r} configuration, not a {cls.model_type!r} one")
-        return cls(**d)
-
-    @classmethod
-    def from_json_file(cls, path, **overrides) -> 'PerceiverConfig':
-        "Read a `config.json` file; any problem with it is reported with the file's path."
-        file = Path(path)
-        try: d = json.loads(file.read_text(encoding='utf-8'))
-        except UnicodeDecodeError as e: raise ValueError(f'cannot read {file}: not UTF-8 text ({e}); {_REDO_CONFIG}') from e
-        except json.JSONDecodeError as e: raise ValueError(f'cannot read {file}: not valid JSON ({e}); {_REDO_CONFIG}') from e
-        if not isinstance(d, dict):
-            raise ValueError(f'cannot read {file}: not a JSON object but a JSON {type(d).__name__}; {_REDO_CONFIG}')
-        try: config = cls.from_dict(d)
-        except ValueError as e: raise ValueError(f'invalid configuration in {file}: {e}; {_REDO_CONFIG}') from e
-        return cls.from_dict(d, **overrides) if overrides else config
-
-    def save_pretrained(self, save_directory) -> Path:
-        "Write `config.json` into `save_directory` (created if needed) atomically, under the directory's lock; return its path."
-        with _checkpoint_transaction(save_directory) as save:
-            save.write_bytes('config.json', self.to_json_string().encode('utf-8'))
-        return Path(save_directory)/'config.json'
-
-    @classmethod
-    def from_pretrained(cls, path,  # a directory holding config.json, the file itself, or a Hub repository id
-                        cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
-                        **overrides) -> 'PerceiverConfig':
-        "Read a config from a directory holding `config.json`, the file itself, or a Hub repository id (cache first); `overrides` win."
-        if not Path(path).is_file():  # a directory or a Hub id; `path` stays as given (only a str can be a Hub id)
-            path = resolve_pretrained(path, 'config', cache_dir=cache_dir, revision=revision, local_files_only=local_files_only,
-                                      token=token, subfolder=subfolder)
-        path = Path(path)
-        file = path/'config.json' if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f'no config.json at {str(path)!r}: pass a directory written by save_pretrained '
-                                    '(ours or transformers\') or the path of a config.json file')
-        return cls.from_json_file(file, **overrides)
-
     def __eq__(self, other): return isinstance(other, PerceiverConfig) and self.to_dict() == other.to_dict()
-    def __repr__(self): return f'{type(self).__name__} {self.to_json_string()}'
+
+# %% ../nbs/06_config.ipynb #99c8b08a
+@patch_to(PerceiverConfig)
+def to_diff_dict(self) -> dict:
+    "`to_dict()` without the generic fields left at their defaults (the labels too when they are the default two), as transformers."
+    d, default = self.to_dict(), PerceiverConfig().to_dict()
+    return {k: v for k, v in d.items() if k not in (*GENERIC_DEFAULTS, 'label2id') or v != default.get(k)}
+
+@patch_to(PerceiverConfig)
+def to_json_file(self, json_file_path: str | os.PathLike,  # the file to write
+                 use_diff: bool = True,  # write `to_diff_dict()` (True, transformers' default) or `to_dict()`
+                ) -> Path:
+    "Write the config as JSON to `json_file_path`, atomically (a temporary file renamed over it); return the path."
+    path = Path(json_file_path)
+    d = self.to_diff_dict() if use_diff else self.to_dict()
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}')
+    try:
+        tmp.write_text(json.dumps(d, indent=2, sort_keys=True) + '\n', encoding='utf-8'); _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
+@patch_to(PerceiverConfig)
+def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> 'PerceiverConfig':
+    "The config of the text part: the config itself, as transformers returns for a model that is not composite."
+    return self
+
+@patch_to(PerceiverConfig)
+def to_dict(self) -> dict:
+    "All fields as a JSON-ready dict, in the layout of transformers' `config.json` (unknown keys included)."
+    d = {k: copy.deepcopy(getattr(self, k)) for k in (*PERCEIVER_DEFAULTS, *GENERIC_DEFAULTS)}
+    d['id2label'] = {str(k): v for k, v in self.id2label.items()}
+    d['label2id'] = self.label2id
+    d['model_type'] = self.model_type
+    if isinstance(d['dtype'], torch.dtype): d['dtype'] = str(d['dtype']).removeprefix('torch.')
+    d.update(copy.deepcopy(self._extra))
+    return dict(sorted(d.items()))
+
+@patch_to(PerceiverConfig)
+def to_json_string(self) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
+
+@patch_to(PerceiverConfig, cls_method=True)
+def from_dict(cls, d: dict, **overrides) -> 'PerceiverConfig':
+    "Build a config from a dict such as a parsed `config.json`; `overrides` win."
+    d = {**d, **overrides}
+    if d.get('model_type', cls.model_type) != cls.model_type:
+        raise ValueError(f"this is a {d['model_type']!r} configuration, not a {cls.model_type!r} one")
+    return cls(**d)
+
+# %% ../nbs/06_config.ipynb #4b9efc72
+@patch_to(PerceiverConfig, cls_method=True)
+def from_json_file(cls, path, **overrides) -> 'PerceiverConfig':
+    "Read a `config.json` file; any problem with it is reported with the file's path."
+    file = Path(path)
+    try: d = json.loads(file.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise ValueError(f'cannot read {file}: not UTF-8 text ({e}); {_REDO_CONFIG}') from e
+    except json.JSONDecodeError as e: raise ValueError(f'cannot read {file}: not valid JSON ({e}); {_REDO_CONFIG}') from e
+    if not isinstance(d, dict):
+        raise ValueError(f'cannot read {file}: not a JSON object but a JSON {type(d).__name__}; {_REDO_CONFIG}')
+    try: config = cls.from_dict(d)
+    except ValueError as e: raise ValueError(f'invalid configuration in {file}: {e}; {_REDO_CONFIG}') from e
+    return cls.from_dict(d, **overrides) if overrides else config
+
+@patch_to(PerceiverConfig)
+def save_pretrained(self, save_directory) -> Path:
+    "Write `config.json` into `save_directory` (created if needed) atomically, under the directory's lock; return its path."
+    with _checkpoint_transaction(save_directory) as save:
+        save.write_bytes('config.json', self.to_json_string().encode('utf-8'))
+    return Path(save_directory)/'config.json'
+
+@patch_to(PerceiverConfig, cls_method=True)
+def from_pretrained(cls, path,  # a directory holding config.json, the file itself, or a Hub repository id
+                    cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
+                    **overrides) -> 'PerceiverConfig':
+    "Read a config from a directory holding `config.json`, the file itself, or a Hub repository id (cache first); `overrides` win."
+    if not Path(path).is_file():  # a directory or a Hub id; `path` stays as given (only a str can be a Hub id)
+        path = resolve_pretrained(path, 'config', cache_dir=cache_dir, revision=revision, local_files_only=local_files_only,
+                                  token=token, subfolder=subfolder)
+    path = Path(path)
+    file = path/'config.json' if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f'no config.json at {str(path)!r}: pass a directory written by save_pretrained '
+                                '(ours or transformers\') or the path of a config.json file')
+    return cls.from_json_file(file, **overrides)
+
+@patch_to(PerceiverConfig)
+def __repr__(self): return f'{type(self).__name__} {self.to_json_string()}'
 
 # %% ../nbs/06_config.ipynb #e8b07990
 RELEASED_CONFIGS: dict[str, dict] = {

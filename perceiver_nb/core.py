@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #1dc7dabe
 from __future__ import annotations
-import math, os, random
+import abc, math, os, random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 # %% auto #0
 __all__ = ['SYMBOLS', 'Symbol', 'symbol_table', 'set_seed', 'warmup_cosine', 'num_threads', 'default_device', 'check_shape',
-           'check_divisible', 'checking_values', 'check_range', 'check_float_dtype', 'show_heatmap', 'show_image',
-           'plot_curve']
+           'check_divisible', 'checking_values', 'check_range', 'check_float_dtype', 'patch_to', 'show_heatmap',
+           'show_image', 'plot_curve']
 
 # %% ../nbs/00_core.ipynb #eb52e751
 import numpy as np
@@ -194,6 +194,67 @@ def check_float_dtype(x: torch.Tensor,  # a floating-point input, e.g. pixel val
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f'`{name}` is {x.dtype} but the model\'s weights are {dtype}: pass `{name}.to({dtype})`, '
                         f'or convert the model with `model.to({x.dtype})`')
+
+# %% ../nbs/00_core.ipynb #24bbe294
+def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+
+def _positive_int(value, name: str, optional: bool = False):
+    "Return `value` if it is a positive int (or None when `optional`), else raise a ValueError naming `name`."
+    if value is None and optional: return None
+    if not _is_int(value) or value < 1:
+        raise ValueError(f'`{name}` must be a positive int{" or None" if optional else ""}, got {value!r}')
+    return value
+
+def _non_negative_int(value, name: str):
+    "Return `value` if it is an int >= 0, else raise a ValueError naming `name`."
+    if not _is_int(value) or value < 0: raise ValueError(f'`{name}` must be a non-negative int, got {value!r}')
+    return value
+
+def _positive_float(value, name: str):
+    "Return `value` if it is a positive (int or float) number, else raise a ValueError naming `name`."
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f'`{name}` must be a positive number, got {value!r}')
+    return value
+
+def _prob(value, name: str):
+    "Return `value` as a float if it is a probability in [0, 1], else raise a ValueError naming `name`."
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f'`{name}` must be a probability in [0, 1], got {value!r}')
+    return float(value) if isinstance(value, int) else value
+
+def _flag(value, name: str):
+    "Return `value` if it is True or False, else raise a ValueError naming `name`."
+    if not isinstance(value, bool): raise ValueError(f'`{name}` must be True or False, got {value!r}')
+    return value
+
+# %% ../nbs/00_core.ipynb #e5ff1eb6
+def _choice(value, name: str, choices: Sequence):
+    "Return `value` if it is one of `choices` (by identity, or equality for strings), else raise a ValueError naming `name`."
+    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
+        raise ValueError(f'`{name}` must be one of {choices}, got {value!r}')
+    return value
+
+def _int_list(value, name: str, length: int | None = None) -> list:
+    "A list of positive ints (a single int when no `length` is fixed), else a ValueError naming `name`."
+    if _is_int(value) and length is None: value = [value]
+    if not isinstance(value, (list, tuple)) or not all(_is_int(i) and i > 0 for i in value):
+        raise ValueError(f'`{name}` must be a list of positive ints, got {value!r}')
+    if length is not None and len(value) != length:
+        raise ValueError(f'`{name}` must have {length} entries, got {len(value)}: {list(value)}')
+    return list(value)
+
+# %% ../nbs/00_core.ipynb #2644e85a
+def patch_to(cls: type,  # the class that receives the method
+             as_prop: bool = False,  # add it as a read-only property
+             cls_method: bool = False,  # add it as a classmethod
+            ):
+    "Decorator: add the decorated function to `cls` under its own name, as a method, property or classmethod."
+    def add(f):
+        f.__qualname__ = f'{cls.__name__}.{f.__name__}'
+        setattr(cls, f.__name__, property(f) if as_prop else classmethod(f) if cls_method else f)
+        abc.update_abstractmethods(cls)  # an abstract method implemented this way no longer blocks instantiation
+        return f
+    return add
 
 # %% ../nbs/00_core.ipynb #5f86d63e
 def _to_numpy(a) -> np.ndarray:

@@ -16,6 +16,7 @@ from torch import nn
 from .core import *
 from .config import PerceiverConfig
 from .layers import PerceiverLayer
+from .outputs import ModelOutput
 
 # %% ../nbs/04_encoder.ipynb #895b0b0f
 class PerceiverEmbeddings(nn.Module):
@@ -34,19 +35,12 @@ class PerceiverEmbeddings(nn.Module):
 
 # %% ../nbs/04_encoder.ipynb #c850bf98
 @dataclass
-class PerceiverEncoderOutput:
-    "The encoder's outputs; index, iterate or `to_tuple()` it like a transformers `ModelOutput`."
-    last_hidden_state: torch.Tensor  # (B, N, D)
+class PerceiverEncoderOutput(ModelOutput):
+    "The encoder's outputs: a `ModelOutput` (see [outputs](07_outputs.ipynb)), read by name, key, index or `to_tuple()`."
+    last_hidden_state: torch.Tensor | None = None  # (B, N, D)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # R·(L+1) × (B, N, D) when asked for
     attentions: tuple[torch.Tensor, ...] | None = None  # R·L × (B, H_self, N, N) when asked for
     cross_attentions: tuple[torch.Tensor, ...] | None = None  # 1 × (B, H_cross, N, M) when asked for
-
-    def to_tuple(self) -> tuple:
-        "The fields that are not None, in order."
-        return tuple(v for v in (getattr(self, f.name) for f in fields(self)) if v is not None)
-
-    def __getitem__(self, i): return getattr(self, i) if isinstance(i, str) else self.to_tuple()[i]
-    def __iter__(self): return iter(self.to_tuple())
 
 # %% ../nbs/04_encoder.ipynb #0a28e6c8
 class PerceiverEncoder(nn.Module):

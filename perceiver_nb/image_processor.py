@@ -18,6 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 from .hub import resolve_pretrained
+from .core import patch_to
+
 
 # %% ../nbs/15_image_processor.ipynb #1ff58cb4
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -262,6 +264,7 @@ def _stack(pixel_values: list[np.ndarray], return_tensors: str | None):
 # %% ../nbs/15_image_processor.ipynb #f7be9b8d
 class PerceiverImageProcessor:
     "Turn images into Perceiver `pixel_values`: centre crop, resize, rescale, normalize, as transformers does."
+
     model_input_names = ['pixel_values']
 
     def __init__(self,
@@ -300,79 +303,87 @@ class PerceiverImageProcessor:
         if o['do_normalize']: image = normalize_image(image, o['image_mean'], o['image_std'])
         return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # the boundary: channels first
 
-    def preprocess(self,
-                   images,  # a PIL image, an array or tensor (H, W), (H, W, C) or (C, H, W), a 4-D batch, or a list
-                   do_center_crop: bool | None = None,  # None (each option): the processor's setting
-                   crop_size: dict | int | tuple | None = None,
-                   do_resize: bool | None = None,
-                   size: dict | int | tuple | None = None,
-                   resample: int | None = None,
-                   do_rescale: bool | None = None,
-                   rescale_factor: float | None = None,
-                   do_normalize: bool | None = None,
-                   image_mean: float | Sequence[float] | None = None,
-                   image_std: float | Sequence[float] | None = None,
-                   do_convert_rgb: bool | None = None,
-                   input_data_format: str | None = None,  # 'channels_first', 'channels_last', or None to infer per image
-                   return_tensors: str | None = None,  # 'pt', 'np', or None for a list of arrays
-                  ) -> BatchFeature:  # pixel_values: (B, 3, h_s, w_s) float32
-        "Process one image or a batch into `pixel_values`; arguments override the processor's options for this call."
-        given = dict(do_center_crop=do_center_crop, crop_size=crop_size, do_resize=do_resize, size=size, resample=resample,
-                     do_rescale=do_rescale, rescale_factor=rescale_factor, do_normalize=do_normalize,
-                     image_mean=image_mean, image_std=image_std, do_convert_rgb=do_convert_rgb)
-        o = _check_options({k: getattr(self, k) if v is None else v for k, v in given.items()})
-        images = _image_list(images)
-        names = ['images'] if len(images) == 1 else [f'images[{i}]' for i in range(len(images))]
-        pixel_values = [self._process(as_rgb_array(img, input_data_format, o['do_convert_rgb'], name), o, name)
-                        for img, name in zip(images, names)]
-        return BatchFeature(pixel_values=_stack(pixel_values, return_tensors))
+# %% ../nbs/15_image_processor.ipynb #9cc96a96
+@patch_to(PerceiverImageProcessor)
+def preprocess(self,
+               images,  # a PIL image, an array or tensor (H, W), (H, W, C) or (C, H, W), a 4-D batch, or a list
+               do_center_crop: bool | None = None,  # None (each option): the processor's setting
+               crop_size: dict | int | tuple | None = None,
+               do_resize: bool | None = None,
+               size: dict | int | tuple | None = None,
+               resample: int | None = None,
+               do_rescale: bool | None = None,
+               rescale_factor: float | None = None,
+               do_normalize: bool | None = None,
+               image_mean: float | Sequence[float] | None = None,
+               image_std: float | Sequence[float] | None = None,
+               do_convert_rgb: bool | None = None,
+               input_data_format: str | None = None,  # 'channels_first', 'channels_last', or None to infer per image
+               return_tensors: str | None = None,  # 'pt', 'np', or None for a list of arrays
+              ) -> BatchFeature:  # pixel_values: (B, 3, h_s, w_s) float32
+    "Process one image or a batch into `pixel_values`; arguments override the processor's options for this call."
+    given = dict(do_center_crop=do_center_crop, crop_size=crop_size, do_resize=do_resize, size=size, resample=resample,
+                 do_rescale=do_rescale, rescale_factor=rescale_factor, do_normalize=do_normalize,
+                 image_mean=image_mean, image_std=image_std, do_convert_rgb=do_convert_rgb)
+    o = _check_options({k: getattr(self, k) if v is None else v for k, v in given.items()})
+    images = _image_list(images)
+    names = ['images'] if len(images) == 1 else [f'images[{i}]' for i in range(len(images))]
+    pixel_values = [self._process(as_rgb_array(img, input_data_format, o['do_convert_rgb'], name), o, name)
+                    for img, name in zip(images, names)]
+    return BatchFeature(pixel_values=_stack(pixel_values, return_tensors))
 
-    def __call__(self, images, **kwargs) -> BatchFeature:
-        "Same as `preprocess`."
-        return self.preprocess(images, **kwargs)
+@patch_to(PerceiverImageProcessor)
+def __call__(self, images, **kwargs) -> BatchFeature:
+    "Same as `preprocess`."
+    return self.preprocess(images, **kwargs)
 
-    def to_dict(self) -> dict:
-        "The options as plain JSON-ready values, with the keys transformers writes."
-        d = {k: getattr(self, k) for k in _OPTIONS}
-        d.update(crop_size=dict(self.crop_size), size=dict(self.size), resample=int(self.resample),
-                 image_mean=list(self.image_mean), image_std=list(self.image_std),
-                 image_processor_type='PerceiverImageProcessor')
-        if self.do_convert_rgb is None: del d['do_convert_rgb']  # transformers omits unset options
-        return d
+@patch_to(PerceiverImageProcessor)
+def to_dict(self) -> dict:
+    "The options as plain JSON-ready values, with the keys transformers writes."
+    d = {k: getattr(self, k) for k in _OPTIONS}
+    d.update(crop_size=dict(self.crop_size), size=dict(self.size), resample=int(self.resample),
+             image_mean=list(self.image_mean), image_std=list(self.image_std),
+             image_processor_type='PerceiverImageProcessor')
+    if self.do_convert_rgb is None: del d['do_convert_rgb']  # transformers omits unset options
+    return d
 
-    def to_json_string(self) -> str:
-        "The options as the text of a `preprocessor_config.json`."
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
+@patch_to(PerceiverImageProcessor)
+def to_json_string(self) -> str:
+    "The options as the text of a `preprocessor_config.json`."
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
 
-    def __repr__(self) -> str: return f'{type(self).__name__} {self.to_json_string()}'
+@patch_to(PerceiverImageProcessor)
+def __repr__(self) -> str: return f'{type(self).__name__} {self.to_json_string()}'
 
-    def save_pretrained(self, save_directory: str | Path) -> list[str]:
-        "Write `preprocessor_config.json` into `save_directory` (created if needed); return the written path."
-        path = Path(save_directory) / _CONFIG_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json_string())
-        return [str(path)]
+# %% ../nbs/15_image_processor.ipynb #9dfc1a02
+@patch_to(PerceiverImageProcessor)
+def save_pretrained(self, save_directory: str | Path) -> list[str]:
+    "Write `preprocessor_config.json` into `save_directory` (created if needed); return the written path."
+    path = Path(save_directory) / _CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(self.to_json_string())
+    return [str(path)]
 
-    @classmethod
-    def from_dict(cls, config: dict, **kwargs) -> PerceiverImageProcessor:
-        "A processor from a configuration dict, `kwargs` overriding its entries; unknown keys are ignored with a warning."
-        ignored = sorted(set(config) - set(_OPTIONS) - _METADATA_KEYS)
-        if ignored: warnings.warn(f'{cls.__name__} ignores the configuration keys {ignored}')
-        return cls(**{**{k: v for k, v in config.items() if k in _OPTIONS}, **kwargs})
+@patch_to(PerceiverImageProcessor, cls_method=True)
+def from_dict(cls, config: dict, **kwargs) -> PerceiverImageProcessor:
+    "A processor from a configuration dict, `kwargs` overriding its entries; unknown keys are ignored with a warning."
+    ignored = sorted(set(config) - set(_OPTIONS) - _METADATA_KEYS)
+    if ignored: warnings.warn(f'{cls.__name__} ignores the configuration keys {ignored}')
+    return cls(**{**{k: v for k, v in config.items() if k in _OPTIONS}, **kwargs})
 
-    @classmethod
-    def from_pretrained(cls, pretrained_path: str | Path,  # a directory holding preprocessor_config.json, the file, or a Hub repository id
-                        cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
-                        **kwargs) -> PerceiverImageProcessor:
-        "A processor from a directory holding `preprocessor_config.json`, that file, or a Hub repository id (cache first)."
-        path = Path(pretrained_path)
-        if not path.is_file():  # a directory or a Hub id (only a str, as given, can be one)
-            path = resolve_pretrained(pretrained_path, 'image_processor', cache_dir=cache_dir, revision=revision,
-                                      local_files_only=local_files_only, token=token, subfolder=subfolder) / _CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f'no {_CONFIG_FILE} at {str(pretrained_path)!r}: pass a directory written by '
-                                    "save_pretrained (ours or transformers'), the file itself, or a Hub repository id")
-        return cls.from_dict(json.loads(path.read_text()), **kwargs)
+@patch_to(PerceiverImageProcessor, cls_method=True)
+def from_pretrained(cls, pretrained_path: str | Path,  # a directory holding preprocessor_config.json, the file, or a Hub repository id
+                    cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
+                    **kwargs) -> PerceiverImageProcessor:
+    "A processor from a directory holding `preprocessor_config.json`, that file, or a Hub repository id (cache first)."
+    path = Path(pretrained_path)
+    if not path.is_file():  # a directory or a Hub id (only a str, as given, can be one)
+        path = resolve_pretrained(pretrained_path, 'image_processor', cache_dir=cache_dir, revision=revision,
+                                  local_files_only=local_files_only, token=token, subfolder=subfolder) / _CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f'no {_CONFIG_FILE} at {str(pretrained_path)!r}: pass a directory written by '
+                                "save_pretrained (ours or transformers'), the file itself, or a Hub repository id")
+    return cls.from_dict(json.loads(path.read_text()), **kwargs)
 
 # %% ../nbs/15_image_processor.ipynb #65d2ca40
 class PerceiverImageProcessorKwargs(TypedDict, total=False):

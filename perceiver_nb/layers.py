@@ -13,19 +13,21 @@ import torch
 from torch import nn
 from .core import *
 from .config import PerceiverConfig, get_activation
+from .attention import _setting
 from .attention import PerceiverAttention
 
 # %% ../nbs/03_layers.ipynb #e99005c6
 class PerceiverMLP(nn.Module):
     "Position-wise two-layer MLP: widen by `widening_factor`, activation, project back."
     def __init__(self,
-                 config: PerceiverConfig,  # reads `hidden_act` (a name, or a callable module)
+                 config: PerceiverConfig | None,  # reads `hidden_act` unless it is given below; may be None
                  input_size: int,  # D, the width of each position
                  widening_factor: int,  # F, hidden width F·D
+                 hidden_act=None,  # an activation name or a callable module; None: the config's
                 ):
         super().__init__()
         self.dense1 = nn.Linear(input_size, widening_factor * input_size)
-        act = config.hidden_act
+        act = _setting(hidden_act, config, 'hidden_act')
         self.intermediate_act_fn = get_activation(act) if isinstance(act, str) else act
         self.dense2 = nn.Linear(widening_factor * input_size, input_size)
 
@@ -37,7 +39,7 @@ class PerceiverMLP(nn.Module):
 class PerceiverLayer(nn.Module):
     "Pre-norm attention (cross or self) followed by a pre-norm MLP, both with residual connections."
     def __init__(self,
-                 config: PerceiverConfig,  # reads dropout, activation, `chunk_size_feed_forward`, `cross_attention_shape_for_attention`
+                 config: PerceiverConfig | None,  # reads the four settings below unless they are given; may be None
                  is_cross_attention: bool = False,  # keys/values from `inputs` (True) or from the queries' array
                  qk_channels: int | None = None,  # c_qk; None: the attention notebook's defaults
                  v_channels: int | None = None,  # c_v; None: c_qk
@@ -46,17 +48,22 @@ class PerceiverLayer(nn.Module):
                  kv_dim: int | None = None,  # width of the keys' array
                  widening_factor: int = 4,  # F, MLP hidden width F·q_dim
                  use_query_residual: bool = True,  # add the queries to the attention output
+                 attention_probs_dropout_prob: float | None = None,  # None: the config's
+                 cross_attention_shape_for_attention: str | None = None,  # None: the config's
+                 hidden_act=None,  # None: the config's
+                 chunk_size_feed_forward: int | None = None,  # None: the config's
                 ):
         super().__init__()
-        self.chunk_size_feed_forward = getattr(config, 'chunk_size_feed_forward', 0)
+        self.chunk_size_feed_forward = _setting(chunk_size_feed_forward, config, 'chunk_size_feed_forward')
         self.attention = PerceiverAttention(config, is_cross_attention=is_cross_attention, qk_channels=qk_channels,
                                             v_channels=v_channels, num_heads=num_heads, q_dim=q_dim, kv_dim=kv_dim,
-                                            use_query_residual=use_query_residual)
+                                            use_query_residual=use_query_residual, attention_probs_dropout_prob=attention_probs_dropout_prob,
+                                            cross_attention_shape_for_attention=cross_attention_shape_for_attention)
         if self.attention.output.dense.out_features != q_dim:
             raise ValueError(f'self-attention `v_channels`={self.attention.self.v_channels} must equal `q_dim`={q_dim}: '
                              'the MLP and residuals work at the query width')
         self.layernorm = nn.LayerNorm(q_dim)  # eps 1e-5, like every LayerNorm of the model
-        self.mlp = PerceiverMLP(config, input_size=q_dim, widening_factor=widening_factor)
+        self.mlp = PerceiverMLP(config, input_size=q_dim, widening_factor=widening_factor, hidden_act=hidden_act)
 
     def feed_forward(self, a: torch.Tensor,  # (B, N, q_dim) the attention output
                     ) -> torch.Tensor:  # (B, N, q_dim) the MLP branch, before the residual add

@@ -5,6 +5,7 @@
 # %% ../nbs/30_perceiver.ipynb #89e2a365
 from __future__ import annotations
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
@@ -15,8 +16,9 @@ from .core import check_shape, check_float_dtype, checking_values
 from .attention import additive_attention_mask
 from .config import PerceiverConfig
 from .encoder import PerceiverEmbeddings, PerceiverEncoder
-from .outputs import PerceiverModelOutput
+from .outputs import PerceiverModelOutput, PerceiverClassifierOutput
 from .weights import PerceiverPreTrainedModel
+from .core import patch_to
 
 # %% ../nbs/30_perceiver.ipynb #be73ea89
 def _check_raw_inputs(inputs, weights_dtype: torch.dtype) -> None:
@@ -36,6 +38,7 @@ def _output_modality_sizes(subsampled_points, modality_sizes):
 # %% ../nbs/30_perceiver.ipynb #847a0965
 class PerceiverModel(PerceiverPreTrainedModel):
     "The Perceiver IO model: optional preprocessor, latents + encoder, optional decoder and postprocessor."
+
     def __init__(self,
                  config: PerceiverConfig,
                  decoder: nn.Module | None = None,  # builds output queries and cross-attends them to the latents
@@ -52,31 +55,18 @@ class PerceiverModel(PerceiverPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Parameter: return self.embeddings.latents  # as transformers: the latents
+
     def set_input_embeddings(self, value: nn.Parameter): self.embeddings.latents = value
 
-    def forward(self,
-                inputs: torch.Tensor,  # raw inputs for the preprocessor, else (B, M, d_model)
-                attention_mask: torch.Tensor | None = None,  # (B, M) padding mask over the inputs, 1 = attend
-                subsampled_output_points: torch.Tensor | dict | None = None,  # decode only these output points
-                output_attentions: bool | None = None,  # also return attention probabilities
-                output_hidden_states: bool | None = None,  # also return the latents before every layer
-                interpolate_pos_encoding: bool = False,  # resize trainable position encodings to the input
-                return_dict: bool | None = None,  # False: a tuple
-                **kwargs,
-               ) -> PerceiverModelOutput | tuple:
-        cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.return_dict if return_dict is None else return_dict
-        if kwargs: raise TypeError(f'PerceiverModel.forward got unexpected arguments: {sorted(kwargs)}')
-
+    def _prepare_inputs(self, inputs, attention_mask, interpolate_pos_encoding: bool) -> tuple:
+        "Checked (inputs (B, M, C), modality_sizes, inputs_without_pos, attention_mask or None when it masks nothing)."
         weights_dtype = self.dtype
         if self.input_preprocessor is not None:
             _check_raw_inputs(inputs, weights_dtype)
             inputs, modality_sizes, inputs_without_pos = self.input_preprocessor(
                 inputs, interpolate_pos_encoding=interpolate_pos_encoding)
         else:
-            check_shape(inputs, 'inputs', ('B', 'M', cfg.d_model))
+            check_shape(inputs, 'inputs', ('B', 'M', self.config.d_model))
             modality_sizes, inputs_without_pos = None, None
         check_float_dtype(inputs, 'inputs' if self.input_preprocessor is None else 'the preprocessed inputs', weights_dtype)
         batch_size, seq_len, _ = inputs.shape
@@ -85,25 +75,130 @@ class PerceiverModel(PerceiverPreTrainedModel):
             additive_attention_mask(attention_mask, batch_size, 1, 1, seq_len, name='attention_mask')  # 0/1 values, named as passed
             attention_mask = attention_mask != 0  # boolean from here on, so the layers do not check its values again
             if checking_values() and bool(attention_mask.all()): attention_mask = None  # nothing to mask
+        return inputs, modality_sizes, inputs_without_pos, attention_mask
 
-        z = self.embeddings(batch_size=batch_size)  # (B, N, D)
-        enc = self.encoder(z, inputs=inputs, inputs_mask=attention_mask, output_attentions=output_attentions,
-                           output_hidden_states=output_hidden_states)
-        z = enc.last_hidden_state  # (B, N, D)
-        cross_attentions = enc.cross_attentions
+# %% ../nbs/30_perceiver.ipynb #e6a3323f
+@patch_to(PerceiverModel)
+def forward(self,
+            inputs: torch.Tensor,  # raw inputs for the preprocessor, else (B, M, d_model)
+            attention_mask: torch.Tensor | None = None,  # (B, M) padding mask over the inputs, 1 = attend
+            subsampled_output_points: torch.Tensor | dict | None = None,  # decode only these output points
+            output_attentions: bool | None = None,  # also return attention probabilities
+            output_hidden_states: bool | None = None,  # also return the latents before every layer
+            interpolate_pos_encoding: bool = False,  # resize trainable position encodings to the input
+            return_dict: bool | None = None,  # False: a tuple
+            **kwargs,
+           ) -> PerceiverModelOutput | tuple:
+    cfg = self.config
+    output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+    output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+    return_dict = cfg.return_dict if return_dict is None else return_dict
+    if kwargs: raise TypeError(f'PerceiverModel.forward got unexpected arguments: {sorted(kwargs)}')
 
-        logits = None
-        if self.decoder is not None:
-            query = self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos,
-                                               subsampled_points=subsampled_output_points)
-            dec = self.decoder(query, z=z, query_mask=attention_mask, output_attentions=output_attentions)
-            logits = dec.logits
-            if output_attentions and dec.cross_attentions is not None:
-                cross_attentions = tuple(cross_attentions or ()) + tuple(dec.cross_attentions)
-            if self.output_postprocessor is not None:
-                logits = self.output_postprocessor(
-                    logits, modality_sizes=_output_modality_sizes(subsampled_output_points, modality_sizes))
+    inputs, modality_sizes, inputs_without_pos, attention_mask = self._prepare_inputs(
+        inputs, attention_mask, interpolate_pos_encoding)
+    z = self.embeddings(batch_size=inputs.shape[0])  # (B, N, D)
+    enc = self.encoder(z, inputs=inputs, inputs_mask=attention_mask, output_attentions=output_attentions,
+                       output_hidden_states=output_hidden_states)
+    z = enc.last_hidden_state  # (B, N, D)
+    cross_attentions = enc.cross_attentions
 
-        out = PerceiverModelOutput(logits=logits, last_hidden_state=z, hidden_states=enc.hidden_states,
-                                   attentions=enc.attentions, cross_attentions=cross_attentions)
-        return out if return_dict else out.to_tuple()
+    logits = None
+    if self.decoder is not None:
+        query = self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos,
+                                           subsampled_points=subsampled_output_points)
+        dec = self.decoder(query, z=z, query_mask=attention_mask, output_attentions=output_attentions)
+        logits = dec.logits
+        if output_attentions and dec.cross_attentions is not None:
+            cross_attentions = tuple(cross_attentions or ()) + tuple(dec.cross_attentions)
+        if self.output_postprocessor is not None:
+            logits = self.output_postprocessor(
+                logits, modality_sizes=_output_modality_sizes(subsampled_output_points, modality_sizes))
+
+    out = PerceiverModelOutput(logits=logits, last_hidden_state=z, hidden_states=enc.hidden_states,
+                               attentions=enc.attentions, cross_attentions=cross_attentions)
+    return out if return_dict else out.to_tuple()
+
+# %% ../nbs/30_perceiver.ipynb #7e22ca78
+def _check_class_ids(labels: torch.Tensor,  # integer class ids, -100 = ignore
+                     num_classes: int,  # L: ids lie in [0, L)
+                     what: str,  # what the ids name, for the message ('byte ids', 'class ids')
+                    ) -> None:
+    "Raise unless `labels` holds integer ids in [0, num_classes) or -100, not all of them -100."
+    if not isinstance(labels, torch.Tensor): raise TypeError(f'`labels` must be a torch.Tensor, got {type(labels).__name__}')
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f'`labels` must hold integer {what} (torch.long), got dtype {labels.dtype}')
+    if not checking_values() or labels.numel() == 0: return
+    bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_classes))]
+    if bad.numel(): raise ValueError(f'`labels` must be {what} in [0, {num_classes}) or -100 (ignored), got {bad[0].item()}')
+    if bool((labels == -100).all()):
+        raise ValueError('every entry of `labels` is -100 (ignored): the mean loss over no positions would be NaN; '
+                         'label at least one position, or leave `labels` out')
+
+# %% ../nbs/30_perceiver.ipynb #0a8b2d67
+def _problem_type(config: PerceiverConfig, labels: torch.Tensor) -> str:
+    "The configured `problem_type`, else transformers' rule: one label regresses, integer labels classify, float ones tag."
+    if config.problem_type is not None: return config.problem_type
+    if config.num_labels == 1: return 'regression'
+    return 'multi_label_classification' if labels.is_floating_point() else 'single_label_classification'
+
+def _check_classification_labels(problem: str,  # the problem type the labels are read for
+                                 labels: torch.Tensor,  # what the caller passed as `labels`
+                                 batch_size: int,  # B
+                                 num_labels: int,  # L
+                                 dtype: torch.dtype,  # the logits' dtype, which float labels must share
+                                ) -> None:
+    "Raise, naming `labels`, unless their dtype, shape and values fit `problem` for (B, L) logits."
+    B, n = batch_size, num_labels
+    if not isinstance(labels, torch.Tensor): raise TypeError(f'`labels` must be a torch.Tensor, got {type(labels).__name__}')
+    if problem == 'single_label_classification':
+        if tuple(labels.shape) not in ((B,), (B, 1)):
+            raise ValueError(f'`labels` for single-label classification must be (B,) = ({B},) class ids, got shape '
+                             f'{tuple(labels.shape)}' + ('; for multi-label targets pass floats' if labels.ndim == 2 else ''))
+        _check_class_ids(labels, n, 'class ids')
+        return
+    if not labels.is_floating_point():
+        raise TypeError(f'`labels` for {problem.replace("_", " ")} must be floating point ({dtype}), got {labels.dtype}'
+                        + ('; class ids belong to single-label classification' if problem != 'regression' else ''))
+    if labels.dtype != dtype:
+        raise TypeError(f'`labels` are {labels.dtype} but the logits are {dtype}: pass `labels.to({dtype})`')
+    allowed = ((B,), (B, 1)) if problem == 'regression' and n == 1 else ((B, n),)
+    if tuple(labels.shape) not in allowed:
+        raise ValueError(f'`labels` for {problem.replace("_", " ")} must have shape {" or ".join(map(str, allowed))}, '
+                         f'got {tuple(labels.shape)}' + ('; for single-label classification pass integer class ids'
+                                                          if problem == 'multi_label_classification' and labels.ndim == 1 else ''))
+    if problem == 'multi_label_classification' and checking_values() and bool(((labels < 0) | (labels > 1)).any()):
+        raise ValueError(f'`labels` for multi-label classification must lie in [0, 1], got values in '
+                         f'[{labels.min().item()}, {labels.max().item()}]')
+
+def _classification_loss(config: PerceiverConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    "The loss transformers uses for sequence classification; an inferred `problem_type` is recorded once the loss exists."
+    problem = _problem_type(config, labels) if isinstance(labels, torch.Tensor) else config.problem_type
+    _check_classification_labels(problem, labels, *logits.shape, logits.dtype)
+    n = config.num_labels
+    if problem == 'regression':
+        loss = F.mse_loss(logits.squeeze(), labels.squeeze()) if n == 1 else F.mse_loss(logits, labels)
+    elif problem == 'single_label_classification':  # int32 labels work too (transformers' loss fails on them)
+        loss = F.cross_entropy(logits.view(-1, n), labels.view(-1).long())
+    else:
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+    if config.problem_type is None: config.problem_type = problem  # only now: a refused call must not change the config
+    return loss
+
+# %% ../nbs/30_perceiver.ipynb #bbaaa7dc
+def _classifier_forward(model,  # a task model with `config`, `dtype` and a `perceiver` backbone ending in class logits
+                        inputs: torch.Tensor,  # what the backbone takes
+                        labels: torch.Tensor | None,  # (B,) class ids, (B, L) floats, or (B,) regression targets
+                        return_dict: bool | None,  # None: `config.return_dict`
+                        **perceiver_kwargs,  # the rest of `PerceiverModel.forward`'s arguments
+                       ) -> PerceiverClassifierOutput | tuple:
+    "The forward of the classifiers: refuse bad labels before the model runs, run the backbone, add transformers' loss."
+    return_dict = model.config.return_dict if return_dict is None else return_dict
+    if labels is not None:
+        _check_classification_labels(_problem_type(model.config, labels) if isinstance(labels, torch.Tensor) else None,
+                                     labels, inputs.shape[0], model.config.num_labels, model.dtype)
+    out = model.perceiver(inputs, **perceiver_kwargs)
+    loss = None if labels is None else _classification_loss(model.config, out.logits, labels)
+    res = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
+                                    attentions=out.attentions, cross_attentions=out.cross_attentions)
+    return res if return_dict else res.to_tuple()

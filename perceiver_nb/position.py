@@ -10,13 +10,15 @@ from typing import NamedTuple, Sequence
 
 # %% auto #0
 __all__ = ['build_linear_positions', 'PerceiverAbstractPositionEncoding', 'PerceiverTrainablePositionEncoding',
-           'generate_fourier_features', 'CacheInfo', 'PerceiverFourierPositionEncoding', 'build_position_encoding']
+           'generate_fourier_features', 'CacheInfo', 'PerceiverFourierPositionEncoding', 'build_position_encoding',
+           'AbstractPreprocessor']
 
 # %% ../nbs/05_position_encoding.ipynb #f97bb785
 import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import *
+from .core import patch_to, _choice, _positive_int
 
 # %% ../nbs/05_position_encoding.ipynb #2bbb5bd2
 def build_linear_positions(index_dims: int | Sequence[int],  # the index shape (n_1, ..., n_d) of the input
@@ -141,6 +143,7 @@ def _cache_device(device: torch.device | str | None) -> torch.device:
 # %% ../nbs/05_position_encoding.ipynb #a70b7f35
 class PerceiverFourierPositionEncoding(PerceiverAbstractPositionEncoding):
     "Fourier features of the linear grid (or of given positions); grid tables are cached per grid, device and dtype."
+
     cache_size: int = 8  # tables kept per module; the flow model's table alone is 188 MB in float32
 
     def __init__(self,
@@ -171,43 +174,47 @@ class PerceiverFourierPositionEncoding(PerceiverAbstractPositionEncoding):
         pos = build_linear_positions(index_dims, device=device).reshape(1, -1, len(index_dims))
         return self._features(pos).to(dtype)
 
-    def forward(self,
-                index_dims: Sequence[int],  # the input's index grid (n_1, ..., n_d)
-                batch_size: int,  # B
-                device: torch.device | str | None,  # where the table must live (None: the default device)
-                dtype: torch.dtype,  # the input's dtype; tables are built in float32 and cast
-                pos: torch.Tensor | None = None,  # (B, P, d) coordinates of chosen points instead of the whole grid
-               ) -> torch.Tensor:  # (B, P, C)
-        "The Fourier features of every point of `index_dims` (cached), or of the points `pos`."
-        if pos is not None:
-            check_shape(pos, 'pos', (None, None, self.num_dimensions))
-            return self._features(pos).to(dtype)
-        index_dims = tuple(int(n) for n in index_dims)
-        if len(index_dims) != self.num_dimensions:
-            raise ValueError(f'`index_dims` must have {self.num_dimensions} entries (one per dimension of '
-                             f'`max_resolution`={tuple(self.max_resolution)}), got {index_dims}')
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a cache is Python state a graph cannot hold
-            return self._grid_table(index_dims, device, dtype).expand(batch_size, -1, -1)
-        key = (index_dims, _cache_device(device), dtype)
-        table = self._tables.get(key)
-        if table is None:
-            self._misses += 1
-            with torch.inference_mode(False), torch.no_grad(): table = self._grid_table(*key)
-            self._tables[key] = table
-            while len(self._tables) > self.cache_size: self._tables.popitem(last=False)
-        else:
-            self._hits += 1
-            self._tables.move_to_end(key)
-        return table.expand(batch_size, -1, -1)
+# %% ../nbs/05_position_encoding.ipynb #a2d53e0f
+@patch_to(PerceiverFourierPositionEncoding)
+def forward(self,
+            index_dims: Sequence[int],  # the input's index grid (n_1, ..., n_d)
+            batch_size: int,  # B
+            device: torch.device | str | None,  # where the table must live (None: the default device)
+            dtype: torch.dtype,  # the input's dtype; tables are built in float32 and cast
+            pos: torch.Tensor | None = None,  # (B, P, d) coordinates of chosen points instead of the whole grid
+           ) -> torch.Tensor:  # (B, P, C)
+    "The Fourier features of every point of `index_dims` (cached), or of the points `pos`."
+    if pos is not None:
+        check_shape(pos, 'pos', (None, None, self.num_dimensions))
+        return self._features(pos).to(dtype)
+    index_dims = tuple(int(n) for n in index_dims)
+    if len(index_dims) != self.num_dimensions:
+        raise ValueError(f'`index_dims` must have {self.num_dimensions} entries (one per dimension of '
+                         f'`max_resolution`={tuple(self.max_resolution)}), got {index_dims}')
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a cache is Python state a graph cannot hold
+        return self._grid_table(index_dims, device, dtype).expand(batch_size, -1, -1)
+    key = (index_dims, _cache_device(device), dtype)
+    table = self._tables.get(key)
+    if table is None:
+        self._misses += 1
+        with torch.inference_mode(False), torch.no_grad(): table = self._grid_table(*key)
+        self._tables[key] = table
+        while len(self._tables) > self.cache_size: self._tables.popitem(last=False)
+    else:
+        self._hits += 1
+        self._tables.move_to_end(key)
+    return table.expand(batch_size, -1, -1)
 
-    def cache_info(self) -> CacheInfo:
-        "Hits, misses, capacity and current size of the table cache."
-        return CacheInfo(self._hits, self._misses, self.cache_size, len(self._tables))
+@patch_to(PerceiverFourierPositionEncoding)
+def cache_info(self) -> CacheInfo:
+    "Hits, misses, capacity and current size of the table cache."
+    return CacheInfo(self._hits, self._misses, self.cache_size, len(self._tables))
 
-    def cache_clear(self) -> None:
-        "Drop every cached table and reset the counters."
-        self._tables.clear()
-        self._hits = self._misses = 0
+@patch_to(PerceiverFourierPositionEncoding)
+def cache_clear(self) -> None:
+    "Drop every cached table and reset the counters."
+    self._tables.clear()
+    self._hits = self._misses = 0
 
 # %% ../nbs/05_position_encoding.ipynb #b8d180aa
 def build_position_encoding(position_encoding_type: str,  # 'trainable' or 'fourier'
@@ -229,3 +236,36 @@ def build_position_encoding(position_encoding_type: str,  # 'trainable' or 'four
         raise ValueError(f'project_pos_dim={project_pos_dim} needs `out_channels`, the input width of the projection')
     projection = nn.Linear(out_channels, project_pos_dim) if project_pos_dim > 0 else nn.Identity()
     return cls(**kwargs), projection
+
+# %% ../nbs/05_position_encoding.ipynb #8ae25484
+class AbstractPreprocessor(nn.Module):
+    "Base class of the preprocessors: `forward` returns (inputs, modality_sizes, inputs_without_pos)."
+    @property
+    def num_channels(self) -> int:
+        "Width $C$ of the arrays this preprocessor returns."
+        raise NotImplementedError
+
+# %% ../nbs/05_position_encoding.ipynb #0b104f0c
+_POSITION_KWARGS = ('trainable_position_encoding_kwargs', 'fourier_position_encoding_kwargs')
+
+def _check_preprocessor_args(concat_or_add_pos: str,  # 'concat' or 'add'
+                             position_encoding_kwargs: dict,  # the constructor's `**position_encoding_kwargs`
+                             **sizes: int,  # sizes that must be positive ints, by argument name
+                            ) -> None:
+    "The constructor checks the image and audio preprocessors share; raise a ValueError naming the argument."
+    _choice(concat_or_add_pos, 'concat_or_add_pos', ['concat', 'add'])
+    for name, value in sizes.items(): _positive_int(value, name)
+    unknown = sorted(set(position_encoding_kwargs) - set(_POSITION_KWARGS))
+    if unknown:
+        raise ValueError(f'unexpected keyword arguments {unknown}; the position encoding takes {list(_POSITION_KWARGS)}')
+
+def _preprocessor_positions(position_encoding_type: str, out_channels: int, project_pos_dim: int,
+                            position_encoding_kwargs: dict) -> tuple[PerceiverAbstractPositionEncoding, nn.Module]:
+    "`build_position_encoding` for a preprocessor, refusing a projection whose input width is not the encoding's."
+    encoding, projection = build_position_encoding(position_encoding_type, out_channels=out_channels,
+                                                   project_pos_dim=project_pos_dim, **position_encoding_kwargs)
+    pe_width = encoding.output_size()
+    if project_pos_dim > 0 and pe_width != out_channels:  # the projection's input width is out_channels
+        raise ValueError(f'project_pos_dim={project_pos_dim} projects from `out_channels`={out_channels} channels, '
+                         f'but the position encoding has {pe_width}; make them equal')
+    return encoding, projection

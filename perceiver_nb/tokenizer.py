@@ -15,6 +15,8 @@ __all__ = ['SPECIAL_TOKENS', 'NUM_SPECIAL_TOKENS', 'VOCAB_SIZE', 'BatchEncoding'
 import numpy as np
 import torch
 from .hub import resolve_pretrained
+from .core import patch_to, _choice, _positive_int
+
 
 # %% ../nbs/01_bytes_tokenizer.ipynb #3427588c
 SPECIAL_TOKENS: tuple[str, ...] = ('[PAD]', '[BOS]', '[EOS]', '[MASK]', '[CLS]', '[SEP]')  # ids 0 … 5
@@ -79,19 +81,6 @@ def _format(name: str, rows: list[list[int]], batched: bool, return_tensors: str
 # %% ../nbs/01_bytes_tokenizer.ipynb #35ee87ef
 _HF_SPECIAL_ORDER = ('bos', 'eos', 'sep', 'pad', 'cls', 'mask')  # transformers lists special tokens in this order
 
-def _choice(value, name: str, choices: tuple):
-    "Return `value` if it is one of `choices`, else raise a ValueError naming `name`."
-    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
-        raise ValueError(f'`{name}` must be one of {choices}, got {value!r}')
-    return value
-
-def _positive_int(value, name: str, optional: bool = True):
-    "Return `value` if it is a positive int (or None when `optional`), else raise a ValueError naming `name`."
-    if value is None and optional: return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f'`{name}` must be a positive int{" or None" if optional else ""}, got {value!r}')
-    return value
-
 # %% ../nbs/01_bytes_tokenizer.ipynb #8df9600a
 def _token_spec(token, name: str) -> tuple[str, bool, bool]:
     "(content, lstrip, rstrip) of a special or added token given as a str, a tokenizers `AddedToken` or its JSON dict."
@@ -135,6 +124,7 @@ def _read_json(path: Path) -> dict:
 # %% ../nbs/01_bytes_tokenizer.ipynb #1f59a4fa
 class PerceiverTokenizer:
     "Perceiver's byte-level tokenizer: UTF-8 bytes shifted past six special tokens, called like transformers' one."
+
     model_input_names = ['input_ids', 'attention_mask']
     unk_token = unk_token_id = None  # bytes cover every text: nothing is unknown
     pad_token_type_id = 0
@@ -182,395 +172,432 @@ class PerceiverTokenizer:
         "The number of byte ids, 256 (as transformers reports it); `len(tokenizer)` adds the special and added tokens."
         return 256
 
-    def __len__(self) -> int: return VOCAB_SIZE + len(self._added)
+# %% ../nbs/01_bytes_tokenizer.ipynb #f0da3416
+@patch_to(PerceiverTokenizer)
+def __len__(self) -> int: return VOCAB_SIZE + len(self._added)
 
-    @property
-    def special_tokens_map(self) -> dict[str, str]:
-        "Special-token attribute names to their strings, in transformers' order."
-        return {f'{role}_token': getattr(self, f'{role}_token') for role in _HF_SPECIAL_ORDER}
+@patch_to(PerceiverTokenizer, as_prop=True)
+def special_tokens_map(self) -> dict[str, str]:
+    "Special-token attribute names to their strings, in transformers' order."
+    return {f'{role}_token': getattr(self, f'{role}_token') for role in _HF_SPECIAL_ORDER}
 
-    @property
-    def all_special_tokens(self) -> list[str]:
-        "The six special-token strings in transformers' order, then any added with `special_tokens=True`."
-        return list(self.special_tokens_map.values()) + [s[0] for s in self._added if s[3]]
+@patch_to(PerceiverTokenizer, as_prop=True)
+def all_special_tokens(self) -> list[str]:
+    "The six special-token strings in transformers' order, then any added with `special_tokens=True`."
+    return list(self.special_tokens_map.values()) + [s[0] for s in self._added if s[3]]
 
-    @property
-    def all_special_ids(self) -> list[int]:
-        "The special ids, in transformers' order ([1, 2, 5, 0, 4, 3], then added special tokens)."
-        return [self._token_id(t) for t in self.all_special_tokens]
+@patch_to(PerceiverTokenizer, as_prop=True)
+def all_special_ids(self) -> list[int]:
+    "The special ids, in transformers' order ([1, 2, 5, 0, 4, 3], then added special tokens)."
+    return [self._token_id(t) for t in self.all_special_tokens]
 
-    def get_vocab(self) -> dict[str, int]:
-        "Token string to id: byte b as the character `chr(b)`, as transformers names it, the special and added tokens."
-        return {**{chr(b): b + NUM_SPECIAL_TOKENS for b in range(256)}, **self._special_ids, **self._added_ids}
+@patch_to(PerceiverTokenizer)
+def get_vocab(self) -> dict[str, int]:
+    "Token string to id: byte b as the character `chr(b)`, as transformers names it, the special and added tokens."
+    return {**{chr(b): b + NUM_SPECIAL_TOKENS for b in range(256)}, **self._special_ids, **self._added_ids}
 
-    def get_added_vocab(self) -> dict[str, int]:
-        "The tokens that are not bytes (the six special ones and any added), to their ids."
-        return {**self._special_ids, **self._added_ids}
+@patch_to(PerceiverTokenizer)
+def get_added_vocab(self) -> dict[str, int]:
+    "The tokens that are not bytes (the six special ones and any added), to their ids."
+    return {**self._special_ids, **self._added_ids}
 
-    def add_tokens(self,
-                   new_tokens,  # a str or `AddedToken`, or a list of them
-                   special_tokens: bool = False,  # treat them as special: `skip_special_tokens` drops them
-                  ) -> int:
-        "Give each new token string the next id (262, 263, …); return how many were new. Resize the model's embeddings to match."
-        if isinstance(new_tokens, str) or hasattr(new_tokens, 'content'): new_tokens = [new_tokens]
-        if not isinstance(new_tokens, (list, tuple)):
-            raise ValueError(f'`new_tokens` must be a str, an AddedToken or a list of them, got {type(new_tokens).__name__}')
-        added = 0
-        for i, tok in enumerate(new_tokens):
-            content, lstrip, rstrip = _token_spec(tok, f'new_tokens[{i}]')
-            if content in self.get_vocab(): continue  # a byte, a special or an added token already has an id
-            self._added.append((content, lstrip, rstrip, bool(special_tokens or getattr(tok, 'special', False))))
-            added += 1
-            self._reindex()
-        return added
+@patch_to(PerceiverTokenizer)
+def add_tokens(self,
+               new_tokens,  # a str or `AddedToken`, or a list of them
+               special_tokens: bool = False,  # treat them as special: `skip_special_tokens` drops them
+              ) -> int:
+    "Give each new token string the next id (262, 263, …); return how many were new. Resize the model's embeddings to match."
+    if isinstance(new_tokens, str) or hasattr(new_tokens, 'content'): new_tokens = [new_tokens]
+    if not isinstance(new_tokens, (list, tuple)):
+        raise ValueError(f'`new_tokens` must be a str, an AddedToken or a list of them, got {type(new_tokens).__name__}')
+    added = 0
+    for i, tok in enumerate(new_tokens):
+        content, lstrip, rstrip = _token_spec(tok, f'new_tokens[{i}]')
+        if content in self.get_vocab(): continue  # a byte, a special or an added token already has an id
+        self._added.append((content, lstrip, rstrip, bool(special_tokens or getattr(tok, 'special', False))))
+        added += 1
+        self._reindex()
+    return added
 
-    def __repr__(self) -> str:
-        return (f'{type(self).__name__}(vocab_size={self.vocab_size}, len={len(self)}, model_max_length={self.model_max_length}, '
-                f"padding_side='{self.padding_side}', truncation_side='{self.truncation_side}', special_tokens={self.special_tokens_map})")
+@patch_to(PerceiverTokenizer)
+def __repr__(self) -> str:
+    return (f'{type(self).__name__}(vocab_size={self.vocab_size}, len={len(self)}, model_max_length={self.model_max_length}, '
+            f"padding_side='{self.padding_side}', truncation_side='{self.truncation_side}', special_tokens={self.special_tokens_map})")
 
-    def _token_id(self, token: str) -> int:
-        return self._special_ids[token] if token in self._special_ids else self._added_ids[token]
+# %% ../nbs/01_bytes_tokenizer.ipynb #73b46f9d
+@patch_to(PerceiverTokenizer)
+def _token_id(self, token: str) -> int:
+    return self._special_ids[token] if token in self._special_ids else self._added_ids[token]
 
-    def _text_ids(self, text: str, name: str, split_special_tokens: bool = False) -> list[int]:
-        "The ids of one text (no [CLS]/[SEP] added); `name` is the argument named in errors."
-        if not isinstance(text, str): raise ValueError(f'`{name}` must be a str, got {type(text).__name__}: {text!r:.60}')
-        parts = [text] if split_special_tokens else self._special_re.split(text)
-        ids = []
-        for i, part in enumerate(parts):
-            if i % 2: ids.append(self._token_id(_matched(part, self._special_ids.keys() | self._added_ids.keys())))  # odd: tokens
-            else:
-                try: data = part.encode('utf-8')
-                except UnicodeEncodeError as e:
-                    raise ValueError(f'`{name}` contains {part[e.start]!r}, a lone surrogate that UTF-8 cannot encode') from None
-                ids.extend(b + NUM_SPECIAL_TOKENS for b in data)
-        return ids
+@patch_to(PerceiverTokenizer)
+def _text_ids(self, text: str, name: str, split_special_tokens: bool = False) -> list[int]:
+    "The ids of one text (no [CLS]/[SEP] added); `name` is the argument named in errors."
+    if not isinstance(text, str): raise ValueError(f'`{name}` must be a str, got {type(text).__name__}: {text!r:.60}')
+    parts = [text] if split_special_tokens else self._special_re.split(text)
+    ids = []
+    for i, part in enumerate(parts):
+        if i % 2: ids.append(self._token_id(_matched(part, self._special_ids.keys() | self._added_ids.keys())))  # odd: tokens
+        else:
+            try: data = part.encode('utf-8')
+            except UnicodeEncodeError as e:
+                raise ValueError(f'`{name}` contains {part[e.start]!r}, a lone surrogate that UTF-8 cannot encode') from None
+            ids.extend(b + NUM_SPECIAL_TOKENS for b in data)
+    return ids
 
-    def build_inputs_with_special_tokens(self,
+@patch_to(PerceiverTokenizer)
+def build_inputs_with_special_tokens(self,
+                                     token_ids_0: list[int],  # ids of the first text
+                                     token_ids_1: list[int] | None = None,  # ids of the second text of a pair
+                                    ) -> list[int]:
+    "`[CLS] A [SEP]`, or `[CLS] A [SEP] B [SEP]` for a pair."
+    if token_ids_1 is None: return [self.cls_token_id] + token_ids_0 + [self.sep_token_id]
+    return [self.cls_token_id] + token_ids_0 + [self.sep_token_id] + token_ids_1 + [self.sep_token_id]
+
+@patch_to(PerceiverTokenizer)
+def create_token_type_ids_from_sequences(self,
                                          token_ids_0: list[int],  # ids of the first text
                                          token_ids_1: list[int] | None = None,  # ids of the second text of a pair
                                         ) -> list[int]:
-        "`[CLS] A [SEP]`, or `[CLS] A [SEP] B [SEP]` for a pair."
-        if token_ids_1 is None: return [self.cls_token_id] + token_ids_0 + [self.sep_token_id]
-        return [self.cls_token_id] + token_ids_0 + [self.sep_token_id] + token_ids_1 + [self.sep_token_id]
+    "0 over `[CLS] A [SEP]`, 1 over `B [SEP]`, as transformers' BERT-style pattern."
+    if token_ids_1 is None: return [0] * (len(token_ids_0) + 2)
+    return [0] * (len(token_ids_0) + 2) + [1] * (len(token_ids_1) + 1)
 
-    def create_token_type_ids_from_sequences(self,
-                                             token_ids_0: list[int],  # ids of the first text
-                                             token_ids_1: list[int] | None = None,  # ids of the second text of a pair
-                                            ) -> list[int]:
-        "0 over `[CLS] A [SEP]`, 1 over `B [SEP]`, as transformers' BERT-style pattern."
-        if token_ids_1 is None: return [0] * (len(token_ids_0) + 2)
-        return [0] * (len(token_ids_0) + 2) + [1] * (len(token_ids_1) + 1)
+@patch_to(PerceiverTokenizer)
+def get_special_tokens_mask(self,
+                            token_ids_0: list[int],  # ids of the first text (or a whole sequence, see below)
+                            token_ids_1: list[int] | None = None,  # ids of the second text of a pair
+                            already_has_special_tokens: bool = False,  # `token_ids_0` is already a full sequence
+                           ) -> list[int]:
+    "1 where `build_inputs_with_special_tokens` puts a special token (or where one already is), else 0."
+    if already_has_special_tokens:
+        if token_ids_1 is not None:
+            raise ValueError('`token_ids_1` must be None when `already_has_special_tokens` is True')
+        return [int(int(i) in self._skip_ids) for i in token_ids_0]
+    if token_ids_1 is None: return [1] + [0] * len(token_ids_0) + [1]
+    return [1] + [0] * len(token_ids_0) + [1] + [0] * len(token_ids_1) + [1]
 
-    def get_special_tokens_mask(self,
-                                token_ids_0: list[int],  # ids of the first text (or a whole sequence, see below)
-                                token_ids_1: list[int] | None = None,  # ids of the second text of a pair
-                                already_has_special_tokens: bool = False,  # `token_ids_0` is already a full sequence
-                               ) -> list[int]:
-        "1 where `build_inputs_with_special_tokens` puts a special token (or where one already is), else 0."
-        if already_has_special_tokens:
-            if token_ids_1 is not None:
-                raise ValueError('`token_ids_1` must be None when `already_has_special_tokens` is True')
-            return [int(int(i) in self._skip_ids) for i in token_ids_0]
-        if token_ids_1 is None: return [1] + [0] * len(token_ids_0) + [1]
-        return [1] + [0] * len(token_ids_0) + [1] + [0] * len(token_ids_1) + [1]
+# %% ../nbs/01_bytes_tokenizer.ipynb #382b2002
+@patch_to(PerceiverTokenizer)
+def num_special_tokens_to_add(self, pair: bool = False,  # for a pair of texts
+                             ) -> int:
+    "How many special tokens `build_inputs_with_special_tokens` adds: 2, or 3 for a pair."
+    return 3 if pair else 2
 
-    def num_special_tokens_to_add(self, pair: bool = False,  # for a pair of texts
-                                 ) -> int:
-        "How many special tokens `build_inputs_with_special_tokens` adds: 2, or 3 for a pair."
-        return 3 if pair else 2
+@patch_to(PerceiverTokenizer)
+def _strategies(self, padding, truncation, max_length, pad_to_multiple_of) -> tuple[str, str, int | None]:
+    "Resolve the padding and truncation arguments to strategy names and a length, as transformers does."
+    if padding is True and max_length is not None and truncation in (None, False, 'do_not_truncate'):
+        warnings.warn("`max_length` is ignored when `padding`=True and there is no truncation strategy. "
+                      "To pad to max length, use `padding='max_length'`.")
+    if max_length is not None and padding is False and truncation is None: truncation = 'longest_first'
+    if padding is True: padding = 'longest'
+    elif padding is False or padding is None: padding = 'do_not_pad'
+    if truncation is True: truncation = 'longest_first'
+    elif truncation is False or truncation is None: truncation = 'do_not_truncate'
+    _choice(padding, 'padding', ('longest', 'max_length', 'do_not_pad'))
+    _choice(truncation, 'truncation', ('longest_first', 'only_first', 'only_second', 'do_not_truncate'))
+    _positive_int(max_length, 'max_length', optional=True)
+    _positive_int(pad_to_multiple_of, 'pad_to_multiple_of', optional=True)
+    if max_length is None and (padding == 'max_length' or truncation != 'do_not_truncate'): max_length = self.model_max_length
+    if truncation != 'do_not_truncate' and padding != 'do_not_pad' and pad_to_multiple_of and max_length % pad_to_multiple_of:
+        raise ValueError(f'truncation length `max_length`={max_length} must be a multiple of `pad_to_multiple_of`='
+                         f'{pad_to_multiple_of} when both truncation and padding are on')
+    return padding, truncation, max_length
 
-    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of) -> tuple[str, str, int | None]:
-        "Resolve the padding and truncation arguments to strategy names and a length, as transformers does."
-        if padding is True and max_length is not None and truncation in (None, False, 'do_not_truncate'):
-            warnings.warn("`max_length` is ignored when `padding`=True and there is no truncation strategy. "
-                          "To pad to max length, use `padding='max_length'`.")
-        if max_length is not None and padding is False and truncation is None: truncation = 'longest_first'
-        if padding is True: padding = 'longest'
-        elif padding is False or padding is None: padding = 'do_not_pad'
-        if truncation is True: truncation = 'longest_first'
-        elif truncation is False or truncation is None: truncation = 'do_not_truncate'
-        _choice(padding, 'padding', ('longest', 'max_length', 'do_not_pad'))
-        _choice(truncation, 'truncation', ('longest_first', 'only_first', 'only_second', 'do_not_truncate'))
-        _positive_int(max_length, 'max_length')
-        _positive_int(pad_to_multiple_of, 'pad_to_multiple_of')
-        if max_length is None and (padding == 'max_length' or truncation != 'do_not_truncate'): max_length = self.model_max_length
-        if truncation != 'do_not_truncate' and padding != 'do_not_pad' and pad_to_multiple_of and max_length % pad_to_multiple_of:
-            raise ValueError(f'truncation length `max_length`={max_length} must be a multiple of `pad_to_multiple_of`='
-                             f'{pad_to_multiple_of} when both truncation and padding are on')
-        return padding, truncation, max_length
+@patch_to(PerceiverTokenizer)
+def _texts(self, text, text_pair, names=('text', 'text_pair')) -> list[tuple[str, str | None, str, str]]:
+    "(first, second, first's name, second's name) for each sequence of a batch, validating the structure."
+    tn, pn = names
+    if isinstance(text, str):
+        if text_pair is not None and not isinstance(text_pair, str):
+            raise ValueError(f'`{pn}` must be a str when `{tn}` is a str, got {type(text_pair).__name__}')
+        return [(text, text_pair, tn, pn)]
+    if not isinstance(text, (list, tuple)):
+        raise ValueError(f'`{tn}` must be a str or a list of str, got {type(text).__name__}: {text!r:.60}')
+    if not text: raise ValueError(f'`{tn}` is an empty batch: pass at least one text')
+    if text_pair is not None and (not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text)):
+        raise ValueError(f'`{pn}` must be a list of {len(text)} str like `{tn}`, got {text_pair!r:.60}')
+    out = []
+    for i, t in enumerate(text):
+        if text_pair is not None: out.append((t, text_pair[i], f'{tn}[{i}]', f'{pn}[{i}]'))
+        elif isinstance(t, (list, tuple)) and len(t) == 2: out.append((t[0], t[1], f'{tn}[{i}][0]', f'{tn}[{i}][1]'))
+        else: out.append((t, None, f'{tn}[{i}]', ''))
+    return out
 
-    def _texts(self, text, text_pair, names=('text', 'text_pair')) -> list[tuple[str, str | None, str, str]]:
-        "(first, second, first's name, second's name) for each sequence of a batch, validating the structure."
-        tn, pn = names
-        if isinstance(text, str):
-            if text_pair is not None and not isinstance(text_pair, str):
-                raise ValueError(f'`{pn}` must be a str when `{tn}` is a str, got {type(text_pair).__name__}')
-            return [(text, text_pair, tn, pn)]
-        if not isinstance(text, (list, tuple)):
-            raise ValueError(f'`{tn}` must be a str or a list of str, got {type(text).__name__}: {text!r:.60}')
-        if not text: raise ValueError(f'`{tn}` is an empty batch: pass at least one text')
-        if text_pair is not None and (not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text)):
-            raise ValueError(f'`{pn}` must be a list of {len(text)} str like `{tn}`, got {text_pair!r:.60}')
-        out = []
-        for i, t in enumerate(text):
-            if text_pair is not None: out.append((t, text_pair[i], f'{tn}[{i}]', f'{pn}[{i}]'))
-            elif isinstance(t, (list, tuple)) and len(t) == 2: out.append((t[0], t[1], f'{tn}[{i}][0]', f'{tn}[{i}][1]'))
-            else: out.append((t, None, f'{tn}[{i}]', ''))
-        return out
+# %% ../nbs/01_bytes_tokenizer.ipynb #85eeee91
+@patch_to(PerceiverTokenizer)
+def __call__(self,
+             text: str | Sequence[str] | None = None,  # one text, or a batch (an item may be a (text, text_pair) tuple)
+             text_pair: str | Sequence[str] | None = None,  # second text(s): [CLS] A [SEP] B [SEP]
+             text_target: str | Sequence[str] | None = None,  # target text(s), encoded alike into `labels`
+             text_pair_target: str | Sequence[str] | None = None,  # second target text(s)
+             add_special_tokens: bool = True,  # add [CLS] … [SEP]
+             padding: bool | str = False,  # True/'longest', 'max_length', or False/'do_not_pad'
+             truncation: bool | str | None = None,  # True/'longest_first', 'only_first', 'only_second', False; None: only if max_length alone is given
+             max_length: int | None = None,  # truncation and 'max_length' padding length (default model_max_length)
+             pad_to_multiple_of: int | None = None,  # round the padded length up to a multiple of this
+             padding_side: str | None = None,  # 'right' or 'left' (default `self.padding_side`)
+             return_tensors: str | None = None,  # None: lists of ints; 'pt': torch int64; 'np': numpy int64, shape (B, M)
+             return_token_type_ids: bool | None = None,  # include `token_type_ids` (0 on the first text, 1 on the second)
+             return_attention_mask: bool | None = None,  # include `attention_mask` (default True)
+             return_special_tokens_mask: bool = False,  # include `special_tokens_mask` (1 on special tokens and padding)
+             split_special_tokens: bool = False,  # read special-token strings in the text as plain bytes
+             return_overflowing_tokens: bool = False,  # also return the ids truncation cut off (lists only)
+             stride: int = 0,  # with `return_overflowing_tokens`: also repeat this many kept ids before the cut-off ones
+            ) -> BatchEncoding:
+    "Encode a text, a pair or a batch into `input_ids` and `attention_mask`, truncated and padded like transformers; targets into `labels`."
+    if text is None and text_target is None: raise ValueError('`text` must be a str or a list of str, got None (pass `text` and/or `text_target`)')
+    kw = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, max_length=max_length,
+              pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_tensors=return_tensors,
+              return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+              return_special_tokens_mask=return_special_tokens_mask, split_special_tokens=split_special_tokens,
+              return_overflowing_tokens=return_overflowing_tokens, stride=stride)
+    if text is None: return self._encode(text_target, text_pair_target, ('text_target', 'text_pair_target'), **kw)
+    enc = self._encode(text, text_pair, ('text', 'text_pair'), **kw)
+    if text_target is not None:
+        enc['labels'] = self._encode(text_target, text_pair_target, ('text_target', 'text_pair_target'), **kw)['input_ids']
+    return enc
 
-    def __call__(self,
-                 text: str | Sequence[str] | None = None,  # one text, or a batch (an item may be a (text, text_pair) tuple)
-                 text_pair: str | Sequence[str] | None = None,  # second text(s): [CLS] A [SEP] B [SEP]
-                 text_target: str | Sequence[str] | None = None,  # target text(s), encoded alike into `labels`
-                 text_pair_target: str | Sequence[str] | None = None,  # second target text(s)
-                 add_special_tokens: bool = True,  # add [CLS] … [SEP]
-                 padding: bool | str = False,  # True/'longest', 'max_length', or False/'do_not_pad'
-                 truncation: bool | str | None = None,  # True/'longest_first', 'only_first', 'only_second', False; None: only if max_length alone is given
-                 max_length: int | None = None,  # truncation and 'max_length' padding length (default model_max_length)
-                 pad_to_multiple_of: int | None = None,  # round the padded length up to a multiple of this
-                 padding_side: str | None = None,  # 'right' or 'left' (default `self.padding_side`)
-                 return_tensors: str | None = None,  # None: lists of ints; 'pt': torch int64; 'np': numpy int64, shape (B, M)
-                 return_token_type_ids: bool | None = None,  # include `token_type_ids` (0 on the first text, 1 on the second)
-                 return_attention_mask: bool | None = None,  # include `attention_mask` (default True)
-                 return_special_tokens_mask: bool = False,  # include `special_tokens_mask` (1 on special tokens and padding)
-                 split_special_tokens: bool = False,  # read special-token strings in the text as plain bytes
-                 return_overflowing_tokens: bool = False,  # also return the ids truncation cut off (lists only)
-                 stride: int = 0,  # with `return_overflowing_tokens`: also repeat this many kept ids before the cut-off ones
-                ) -> BatchEncoding:
-        "Encode a text, a pair or a batch into `input_ids` and `attention_mask`, truncated and padded like transformers; targets into `labels`."
-        if text is None and text_target is None: raise ValueError('`text` must be a str or a list of str, got None (pass `text` and/or `text_target`)')
-        kw = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, max_length=max_length,
-                  pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_tensors=return_tensors,
-                  return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
-                  return_special_tokens_mask=return_special_tokens_mask, split_special_tokens=split_special_tokens,
-                  return_overflowing_tokens=return_overflowing_tokens, stride=stride)
-        if text is None: return self._encode(text_target, text_pair_target, ('text_target', 'text_pair_target'), **kw)
-        enc = self._encode(text, text_pair, ('text', 'text_pair'), **kw)
-        if text_target is not None:
-            enc['labels'] = self._encode(text_target, text_pair_target, ('text_target', 'text_pair_target'), **kw)['input_ids']
-        return enc
+# %% ../nbs/01_bytes_tokenizer.ipynb #542e4bba
+@patch_to(PerceiverTokenizer)
+def _encode(self, text, text_pair, names, add_special_tokens, padding, truncation, max_length, pad_to_multiple_of,
+            padding_side, return_tensors, return_token_type_ids, return_attention_mask, return_special_tokens_mask,
+            split_special_tokens, return_overflowing_tokens, stride) -> BatchEncoding:
+    "`__call__` for one of the inputs or the targets; `names` are the argument names used in errors."
+    padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+    _choice(padding_side or self.padding_side, 'padding_side', ('right', 'left'))
+    _choice(return_tensors, 'return_tensors', (None, 'pt', 'np'))
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+        raise ValueError(f'`stride` must be a non-negative int, got {stride!r}')
+    rows, special, types, overflow, cut = [], [], [], [], []
+    for first, second, first_name, second_name in self._texts(text, text_pair, names):
+        a = self._text_ids(first, first_name, split_special_tokens)
+        b = None if second is None else self._text_ids(second, second_name, split_special_tokens)
+        if return_overflowing_tokens and truncation == 'longest_first' and b is not None:
+            raise ValueError("`return_overflowing_tokens` needs `truncation`='only_first' or 'only_second' for a pair "
+                             "(the ids 'longest_first' cuts come from both texts), got 'longest_first'")
+        n_special = self.num_special_tokens_to_add(pair=b is not None) if add_special_tokens else 0
+        overflow.append([]); cut.append(0)
+        if truncation != 'do_not_truncate':
+            excess = len(a) + len(b or []) + n_special - max_length
+            if excess > 0:
+                cut_from = b if truncation == 'only_second' else a  # the text the ids are cut from
+                window = min(len(cut_from or []), stride + excess)
+                if window: overflow[-1] = cut_from[:window] if self.truncation_side == 'left' else cut_from[-window:]
+                cut[-1] = excess
+                a, b = _truncate(a, b, excess, truncation, self.truncation_side)
+        if add_special_tokens:
+            rows.append(self.build_inputs_with_special_tokens(a, b)); special.append(self.get_special_tokens_mask(a, b))
+            types.append(self.create_token_type_ids_from_sequences(a, b))
+        else:
+            rows.append(a + (b or [])); special.append([0] * len(rows[-1])); types.append([0] * len(rows[-1]))  # all 0, as transformers
+    out = {'input_ids': rows}
+    if return_token_type_ids: out['token_type_ids'] = types
+    if return_special_tokens_mask: out['special_tokens_mask'] = special
+    if return_overflowing_tokens and return_tensors is None and any(overflow):  # as transformers: lists, only if something was cut
+        out['overflowing_tokens'], out['num_truncated_tokens'] = overflow, cut
+    return self.pad(out, padding=padding if padding != 'do_not_pad' else False, max_length=max_length,
+                    pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_attention_mask=return_attention_mask,
+                    return_tensors=return_tensors, _batched=not isinstance(text, str))
 
-    def _encode(self, text, text_pair, names, add_special_tokens, padding, truncation, max_length, pad_to_multiple_of,
-                padding_side, return_tensors, return_token_type_ids, return_attention_mask, return_special_tokens_mask,
-                split_special_tokens, return_overflowing_tokens, stride) -> BatchEncoding:
-        "`__call__` for one of the inputs or the targets; `names` are the argument names used in errors."
-        padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
-        _choice(padding_side or self.padding_side, 'padding_side', ('right', 'left'))
-        _choice(return_tensors, 'return_tensors', (None, 'pt', 'np'))
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
-            raise ValueError(f'`stride` must be a non-negative int, got {stride!r}')
-        rows, special, types, overflow, cut = [], [], [], [], []
-        for first, second, first_name, second_name in self._texts(text, text_pair, names):
-            a = self._text_ids(first, first_name, split_special_tokens)
-            b = None if second is None else self._text_ids(second, second_name, split_special_tokens)
-            if return_overflowing_tokens and truncation == 'longest_first' and b is not None:
-                raise ValueError("`return_overflowing_tokens` needs `truncation`='only_first' or 'only_second' for a pair "
-                                 "(the ids 'longest_first' cuts come from both texts), got 'longest_first'")
-            n_special = self.num_special_tokens_to_add(pair=b is not None) if add_special_tokens else 0
-            overflow.append([]); cut.append(0)
-            if truncation != 'do_not_truncate':
-                excess = len(a) + len(b or []) + n_special - max_length
-                if excess > 0:
-                    cut_from = b if truncation == 'only_second' else a  # the text the ids are cut from
-                    window = min(len(cut_from or []), stride + excess)
-                    if window: overflow[-1] = cut_from[:window] if self.truncation_side == 'left' else cut_from[-window:]
-                    cut[-1] = excess
-                    a, b = _truncate(a, b, excess, truncation, self.truncation_side)
-            if add_special_tokens:
-                rows.append(self.build_inputs_with_special_tokens(a, b)); special.append(self.get_special_tokens_mask(a, b))
-                types.append(self.create_token_type_ids_from_sequences(a, b))
-            else:
-                rows.append(a + (b or [])); special.append([0] * len(rows[-1])); types.append([0] * len(rows[-1]))  # all 0, as transformers
-        out = {'input_ids': rows}
-        if return_token_type_ids: out['token_type_ids'] = types
-        if return_special_tokens_mask: out['special_tokens_mask'] = special
-        if return_overflowing_tokens and return_tensors is None and any(overflow):  # as transformers: lists, only if something was cut
-            out['overflowing_tokens'], out['num_truncated_tokens'] = overflow, cut
-        return self.pad(out, padding=padding if padding != 'do_not_pad' else False, max_length=max_length,
-                        pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, return_attention_mask=return_attention_mask,
-                        return_tensors=return_tensors, _batched=not isinstance(text, str))
+# %% ../nbs/01_bytes_tokenizer.ipynb #e73c8ce5
+@patch_to(PerceiverTokenizer)
+def pad(self,
+        encoded_inputs,  # a dict (or BatchEncoding) of `input_ids` rows, or a list of such dicts, one per example
+        padding: bool | str = True,  # True/'longest', 'max_length', or False/'do_not_pad'
+        max_length: int | None = None,  # the length for 'max_length'
+        pad_to_multiple_of: int | None = None,  # round the padded length up to a multiple of this
+        padding_side: str | None = None,  # 'right' or 'left' (default `self.padding_side`)
+        return_attention_mask: bool | None = None,  # include `attention_mask` (default True)
+        return_tensors: str | None = None,  # None, 'pt' or 'np'
+        _batched: bool | None = None,  # (internal, from `__call__`) rows given, return a batch or not; None: infer
+       ) -> BatchEncoding:
+    "Pad encodings made earlier (e.g. by a data collator) to a common length, as transformers' `pad`."
+    if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
+        encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
+    if not isinstance(encoded_inputs, dict) or 'input_ids' not in encoded_inputs:
+        raise ValueError(f'`encoded_inputs` must be a dict with `input_ids` or a list of them, got {type(encoded_inputs).__name__}')
+    side = _choice(padding_side or self.padding_side, 'padding_side', ('right', 'left'))
+    _choice(return_tensors, 'return_tensors', (None, 'pt', 'np'))
+    def rows_of(v): return [list(r) for r in (v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else v)]
+    ids = encoded_inputs['input_ids']
+    ids = ids.tolist() if isinstance(ids, (torch.Tensor, np.ndarray)) else ids
+    if _batched is None:  # a user's call: one example (flat lists) or a batch (lists of rows)
+        batched = bool(ids) and isinstance(ids[0], (list, tuple, torch.Tensor, np.ndarray))
+        data = {k: (rows_of(v) if batched else [rows_of([v])[0]]) for k, v in encoded_inputs.items()}
+    else: batched, data = _batched, dict(encoded_inputs)  # from `__call__`: always rows
+    rows = data['input_ids']
+    if return_attention_mask is not False and 'attention_mask' not in data: data['attention_mask'] = [[1] * len(r) for r in rows]
+    # return_attention_mask=False: none is made, but one already there is padded (transformers leaves it ragged)
+    padding = 'longest' if padding is True else 'do_not_pad' if padding in (False, None) else padding
+    _choice(padding, 'padding', ('longest', 'max_length', 'do_not_pad'))
+    _positive_int(max_length, 'max_length', optional=True); _positive_int(pad_to_multiple_of, 'pad_to_multiple_of', optional=True)
+    if padding == 'max_length' and max_length is None: max_length = self.model_max_length
+    length = {'do_not_pad': None, 'longest': max(map(len, rows)), 'max_length': max_length}[padding]
+    if length is not None and pad_to_multiple_of: length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    fill = {'input_ids': self.pad_token_id, 'attention_mask': 0, 'token_type_ids': self.pad_token_type_id,
+            'special_tokens_mask': 1, 'labels': self.pad_token_id}
+    if length is not None:
+        data = {k: ([_pad(r, length, fill[k], side) for r in v] if k in fill else v) for k, v in data.items()}
+    return BatchEncoding({k: _format(k, v, batched, return_tensors) for k, v in data.items()})
 
-    def pad(self,
-            encoded_inputs,  # a dict (or BatchEncoding) of `input_ids` rows, or a list of such dicts, one per example
-            padding: bool | str = True,  # True/'longest', 'max_length', or False/'do_not_pad'
-            max_length: int | None = None,  # the length for 'max_length'
-            pad_to_multiple_of: int | None = None,  # round the padded length up to a multiple of this
-            padding_side: str | None = None,  # 'right' or 'left' (default `self.padding_side`)
-            return_attention_mask: bool | None = None,  # include `attention_mask` (default True)
-            return_tensors: str | None = None,  # None, 'pt' or 'np'
-            _batched: bool | None = None,  # (internal, from `__call__`) rows given, return a batch or not; None: infer
-           ) -> BatchEncoding:
-        "Pad encodings made earlier (e.g. by a data collator) to a common length, as transformers' `pad`."
-        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
-            encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
-        if not isinstance(encoded_inputs, dict) or 'input_ids' not in encoded_inputs:
-            raise ValueError(f'`encoded_inputs` must be a dict with `input_ids` or a list of them, got {type(encoded_inputs).__name__}')
-        side = _choice(padding_side or self.padding_side, 'padding_side', ('right', 'left'))
-        _choice(return_tensors, 'return_tensors', (None, 'pt', 'np'))
-        def rows_of(v): return [list(r) for r in (v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else v)]
-        ids = encoded_inputs['input_ids']
-        ids = ids.tolist() if isinstance(ids, (torch.Tensor, np.ndarray)) else ids
-        if _batched is None:  # a user's call: one example (flat lists) or a batch (lists of rows)
-            batched = bool(ids) and isinstance(ids[0], (list, tuple, torch.Tensor, np.ndarray))
-            data = {k: (rows_of(v) if batched else [rows_of([v])[0]]) for k, v in encoded_inputs.items()}
-        else: batched, data = _batched, dict(encoded_inputs)  # from `__call__`: always rows
-        rows = data['input_ids']
-        if return_attention_mask is not False and 'attention_mask' not in data: data['attention_mask'] = [[1] * len(r) for r in rows]
-        # return_attention_mask=False: none is made, but one already there is padded (transformers leaves it ragged)
-        padding = 'longest' if padding is True else 'do_not_pad' if padding in (False, None) else padding
-        _choice(padding, 'padding', ('longest', 'max_length', 'do_not_pad'))
-        _positive_int(max_length, 'max_length'); _positive_int(pad_to_multiple_of, 'pad_to_multiple_of')
-        if padding == 'max_length' and max_length is None: max_length = self.model_max_length
-        length = {'do_not_pad': None, 'longest': max(map(len, rows)), 'max_length': max_length}[padding]
-        if length is not None and pad_to_multiple_of: length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-        fill = {'input_ids': self.pad_token_id, 'attention_mask': 0, 'token_type_ids': self.pad_token_type_id,
-                'special_tokens_mask': 1, 'labels': self.pad_token_id}
-        if length is not None:
-            data = {k: ([_pad(r, length, fill[k], side) for r in v] if k in fill else v) for k, v in data.items()}
-        return BatchEncoding({k: _format(k, v, batched, return_tensors) for k, v in data.items()})
+@patch_to(PerceiverTokenizer)
+def encode(self,
+           text: str | Sequence[str],  # one text or a batch, as for `__call__`
+           text_pair: str | Sequence[str] | None = None,  # second text(s)
+           **kwargs,  # any other `__call__` argument
+          ) -> list[int] | torch.Tensor | np.ndarray:
+    "Just the `input_ids` of `self(text, text_pair, **kwargs)`."
+    return self(text, text_pair, **kwargs)['input_ids']
 
-    def encode(self,
-               text: str | Sequence[str],  # one text or a batch, as for `__call__`
-               text_pair: str | Sequence[str] | None = None,  # second text(s)
-               **kwargs,  # any other `__call__` argument
-              ) -> list[int] | torch.Tensor | np.ndarray:
-        "Just the `input_ids` of `self(text, text_pair, **kwargs)`."
-        return self(text, text_pair, **kwargs)['input_ids']
+# %% ../nbs/01_bytes_tokenizer.ipynb #4fa972c0
+@patch_to(PerceiverTokenizer)
+def tokenize(self,
+             text: str,  # one text
+             split_special_tokens: bool = False,  # read special-token strings as plain bytes
+            ) -> list[str]:
+    "The tokens of `text` (no [CLS]/[SEP] added): special-token strings and one character `chr(b)` per byte b."
+    return self.convert_ids_to_tokens(self._text_ids(text, 'text', split_special_tokens))
 
-    def tokenize(self,
-                 text: str,  # one text
-                 split_special_tokens: bool = False,  # read special-token strings as plain bytes
+@patch_to(PerceiverTokenizer)
+def _ids(self, token_ids, name: str) -> int | list[int] | list[list[int]]:
+    "`token_ids` (int, sequence, nested sequence, tensor or array) as Python ints, each checked to be a valid id."
+    def py(x): return x.tolist() if isinstance(x, (torch.Tensor, np.ndarray)) else x
+    token_ids = py(token_ids)
+    if isinstance(token_ids, (list, tuple)): token_ids = [py(x) for x in token_ids]  # e.g. a list of 1-D tensors
+    n = len(self)
+    def one(i):
+        try: i = operator.index(i)
+        except TypeError: raise ValueError(f'`{name}` must hold integer ids, got {type(i).__name__}: {i!r:.60}') from None
+        if not 0 <= i < n: raise ValueError(f'`{name}` values must lie in [0, {n}), got {i}')
+        return i
+    if not isinstance(token_ids, (list, tuple)): return one(token_ids)
+    if token_ids and isinstance(token_ids[0], (list, tuple)):
+        if not all(isinstance(row, (list, tuple)) for row in token_ids):
+            raise ValueError(f'`{name}` must be a sequence of ids or a batch of sequences, not a mix of both')
+        return [[one(i) for i in row] for row in token_ids]
+    return [one(i) for i in token_ids]
+
+@patch_to(PerceiverTokenizer)
+def _token(self, i: int) -> str:
+    if i < NUM_SPECIAL_TOKENS: return self._special_tokens[i]
+    if i >= VOCAB_SIZE: return self._added[i - VOCAB_SIZE][0]
+    return chr(i - NUM_SPECIAL_TOKENS)
+
+@patch_to(PerceiverTokenizer)
+def convert_ids_to_tokens(self,
+                          ids: int | Sequence[int],  # one id or a sequence of ids
+                          skip_special_tokens: bool = False,  # leave out the special tokens
+                         ) -> str | list[str]:
+    "Token string of each id: the special or added token's text, or `chr(b)` for byte b."
+    ids = self._ids(ids, 'ids')
+    if isinstance(ids, int): return self._token(ids)
+    return [self._token(i) for i in ids if not (skip_special_tokens and i in self._skip_ids)]
+
+@patch_to(PerceiverTokenizer)
+def convert_tokens_to_ids(self, tokens: str | Sequence[str],  # one token or a sequence of tokens
+                         ) -> int | list[int]:
+    "Id of each token string (a special or added token, or one character below U+0100 standing for that byte)."
+    def one(t):
+        if t in self._special_ids or t in self._added_ids: return self._token_id(t)
+        if isinstance(t, str) and len(t) == 1 and ord(t) < 256: return ord(t) + NUM_SPECIAL_TOKENS
+        raise ValueError(f'`tokens` must hold special tokens, added tokens or single characters below U+0100, got {t!r:.60}')
+    return one(tokens) if isinstance(tokens, str) else [one(t) for t in tokens]
+
+# %% ../nbs/01_bytes_tokenizer.ipynb #c4b176f0
+@patch_to(PerceiverTokenizer)
+def convert_tokens_to_string(self, tokens: Sequence[str],  # tokens, e.g. from `tokenize` or `convert_ids_to_tokens`
+                            ) -> str:
+    "Join tokens into text: special and added tokens as their text, each byte character as its byte, then decode UTF-8."
+    return self._decode_one(self.convert_tokens_to_ids(list(tokens)), False)
+
+@patch_to(PerceiverTokenizer)
+def _decode_one(self, ids: list[int], skip_special_tokens: bool) -> str:
+    "Join the bytes of all ids (special and added tokens as their UTF-8 text) and decode them together."
+    data = bytearray()
+    for i in ids:
+        if NUM_SPECIAL_TOKENS <= i < VOCAB_SIZE: data.append(i - NUM_SPECIAL_TOKENS)
+        elif not (skip_special_tokens and i in self._skip_ids): data += self._token(i).encode('utf-8')
+    return data.decode('utf-8', errors='replace')  # invalid byte sequences become U+FFFD
+
+@patch_to(PerceiverTokenizer)
+def _clean(self, text: str, clean_up_tokenization_spaces: bool | None) -> str:
+    "transformers' `clean_up_tokenization` (spaces before punctuation and English contractions) if asked."
+    if clean_up_tokenization_spaces is None: clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+    return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+
+@patch_to(PerceiverTokenizer)
+def decode(self,
+           token_ids,  # an id, a sequence of ids, or a batch (list of lists, 2-D tensor or array)
+           skip_special_tokens: bool = False,  # leave out [PAD], [CLS], [SEP], …
+           clean_up_tokenization_spaces: bool | None = None,  # drop spaces before punctuation (default: the tokenizer's, False)
+          ) -> str | list[str]:
+    "Ids (int, list, tensor or array) to text; a batch (2-D) gives a list of texts. Invalid UTF-8 becomes U+FFFD."
+    ids = self._ids(token_ids, 'token_ids')
+    if isinstance(ids, int): ids = [ids]
+    if ids and isinstance(ids[0], list): return [self._clean(self._decode_one(row, skip_special_tokens), clean_up_tokenization_spaces) for row in ids]
+    return self._clean(self._decode_one(ids, skip_special_tokens), clean_up_tokenization_spaces)
+
+@patch_to(PerceiverTokenizer)
+def batch_decode(self,
+                 sequences,  # a batch of id sequences: list of lists, 2-D tensor or array
+                 skip_special_tokens: bool = False,  # leave out [PAD], [CLS], [SEP], …
+                 clean_up_tokenization_spaces: bool | None = None,  # as for `decode`
                 ) -> list[str]:
-        "The tokens of `text` (no [CLS]/[SEP] added): special-token strings and one character `chr(b)` per byte b."
-        return self.convert_ids_to_tokens(self._text_ids(text, 'text', split_special_tokens))
+    "Decode a batch of id sequences (list of lists, 2-D tensor or array) to a list of texts."
+    ids = self._ids(sequences, 'sequences')
+    if isinstance(ids, int): raise ValueError(f'`sequences` must be a batch of id sequences, got the single id {ids}')
+    if ids and not isinstance(ids[0], list): ids = [ids]  # one sequence: a batch of one, as transformers does
+    return [self._clean(self._decode_one(row, skip_special_tokens), clean_up_tokenization_spaces) for row in ids]
 
-    def _ids(self, token_ids, name: str) -> int | list[int] | list[list[int]]:
-        "`token_ids` (int, sequence, nested sequence, tensor or array) as Python ints, each checked to be a valid id."
-        def py(x): return x.tolist() if isinstance(x, (torch.Tensor, np.ndarray)) else x
-        token_ids = py(token_ids)
-        if isinstance(token_ids, (list, tuple)): token_ids = [py(x) for x in token_ids]  # e.g. a list of 1-D tensors
-        n = len(self)
-        def one(i):
-            try: i = operator.index(i)
-            except TypeError: raise ValueError(f'`{name}` must hold integer ids, got {type(i).__name__}: {i!r:.60}') from None
-            if not 0 <= i < n: raise ValueError(f'`{name}` values must lie in [0, {n}), got {i}')
-            return i
-        if not isinstance(token_ids, (list, tuple)): return one(token_ids)
-        if token_ids and isinstance(token_ids[0], (list, tuple)):
-            if not all(isinstance(row, (list, tuple)) for row in token_ids):
-                raise ValueError(f'`{name}` must be a sequence of ids or a batch of sequences, not a mix of both')
-            return [[one(i) for i in row] for row in token_ids]
-        return [one(i) for i in token_ids]
+# %% ../nbs/01_bytes_tokenizer.ipynb #6ddf9a87
+@patch_to(PerceiverTokenizer)
+def save_pretrained(self, save_directory: str | os.PathLike,  # created if missing
+                   ) -> tuple[str, ...]:
+    "Write `tokenizer_config.json` (and `added_tokens.json` if tokens were added) as transformers 5 does; return the paths."
+    directory = Path(save_directory)
+    if directory.exists() and not directory.is_dir(): raise ValueError(f'`save_directory` {str(directory)!r} is a file, not a directory')
+    directory.mkdir(parents=True, exist_ok=True)
+    entry = lambda s: {'content': s[0], 'lstrip': s[1], 'normalized': not s[3], 'rstrip': s[2], 'single_word': False, 'special': s[3]}
+    config = {'added_tokens_decoder': {str(i): entry((*s[:3], False)) for i, s in enumerate(self._specs)}}
+    config['added_tokens_decoder'].update({str(VOCAB_SIZE + i): entry(s) for i, s in enumerate(self._added)})
+    config.update(backend='custom', **{k: v for k, v in self.special_tokens_map.items()}, model_max_length=self.model_max_length)
+    if self.padding_side != 'right': config['padding_side'] = self.padding_side
+    if self.truncation_side != 'right': config['truncation_side'] = self.truncation_side
+    if self.clean_up_tokenization_spaces: config['clean_up_tokenization_spaces'] = True
+    if any(s[3] for s in self._added): config['extra_special_tokens'] = [s[0] for s in self._added if s[3]]
+    config['tokenizer_class'] = 'PerceiverTokenizer'
+    files = {'tokenizer_config.json': dict(sorted(config.items()))}
+    if self._added: files['added_tokens.json'] = {s[0]: VOCAB_SIZE + i for i, s in enumerate(self._added)}
+    paths = []
+    for name, content in files.items():
+        _write_atomic(directory / name, json.dumps(content, indent=2, ensure_ascii=False) + '\n'); paths.append(str(directory / name))
+    return tuple(paths)
 
-    def _token(self, i: int) -> str:
-        if i < NUM_SPECIAL_TOKENS: return self._special_tokens[i]
-        if i >= VOCAB_SIZE: return self._added[i - VOCAB_SIZE][0]
-        return chr(i - NUM_SPECIAL_TOKENS)
-
-    def convert_ids_to_tokens(self,
-                              ids: int | Sequence[int],  # one id or a sequence of ids
-                              skip_special_tokens: bool = False,  # leave out the special tokens
-                             ) -> str | list[str]:
-        "Token string of each id: the special or added token's text, or `chr(b)` for byte b."
-        ids = self._ids(ids, 'ids')
-        if isinstance(ids, int): return self._token(ids)
-        return [self._token(i) for i in ids if not (skip_special_tokens and i in self._skip_ids)]
-
-    def convert_tokens_to_ids(self, tokens: str | Sequence[str],  # one token or a sequence of tokens
-                             ) -> int | list[int]:
-        "Id of each token string (a special or added token, or one character below U+0100 standing for that byte)."
-        def one(t):
-            if t in self._special_ids or t in self._added_ids: return self._token_id(t)
-            if isinstance(t, str) and len(t) == 1 and ord(t) < 256: return ord(t) + NUM_SPECIAL_TOKENS
-            raise ValueError(f'`tokens` must hold special tokens, added tokens or single characters below U+0100, got {t!r:.60}')
-        return one(tokens) if isinstance(tokens, str) else [one(t) for t in tokens]
-
-    def convert_tokens_to_string(self, tokens: Sequence[str],  # tokens, e.g. from `tokenize` or `convert_ids_to_tokens`
-                                ) -> str:
-        "Join tokens into text: special and added tokens as their text, each byte character as its byte, then decode UTF-8."
-        return self._decode_one(self.convert_tokens_to_ids(list(tokens)), False)
-
-    def _decode_one(self, ids: list[int], skip_special_tokens: bool) -> str:
-        "Join the bytes of all ids (special and added tokens as their UTF-8 text) and decode them together."
-        data = bytearray()
-        for i in ids:
-            if NUM_SPECIAL_TOKENS <= i < VOCAB_SIZE: data.append(i - NUM_SPECIAL_TOKENS)
-            elif not (skip_special_tokens and i in self._skip_ids): data += self._token(i).encode('utf-8')
-        return data.decode('utf-8', errors='replace')  # invalid byte sequences become U+FFFD
-
-    def _clean(self, text: str, clean_up_tokenization_spaces: bool | None) -> str:
-        "transformers' `clean_up_tokenization` (spaces before punctuation and English contractions) if asked."
-        if clean_up_tokenization_spaces is None: clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
-
-    def decode(self,
-               token_ids,  # an id, a sequence of ids, or a batch (list of lists, 2-D tensor or array)
-               skip_special_tokens: bool = False,  # leave out [PAD], [CLS], [SEP], …
-               clean_up_tokenization_spaces: bool | None = None,  # drop spaces before punctuation (default: the tokenizer's, False)
-              ) -> str | list[str]:
-        "Ids (int, list, tensor or array) to text; a batch (2-D) gives a list of texts. Invalid UTF-8 becomes U+FFFD."
-        ids = self._ids(token_ids, 'token_ids')
-        if isinstance(ids, int): ids = [ids]
-        if ids and isinstance(ids[0], list): return [self._clean(self._decode_one(row, skip_special_tokens), clean_up_tokenization_spaces) for row in ids]
-        return self._clean(self._decode_one(ids, skip_special_tokens), clean_up_tokenization_spaces)
-
-    def batch_decode(self,
-                     sequences,  # a batch of id sequences: list of lists, 2-D tensor or array
-                     skip_special_tokens: bool = False,  # leave out [PAD], [CLS], [SEP], …
-                     clean_up_tokenization_spaces: bool | None = None,  # as for `decode`
-                    ) -> list[str]:
-        "Decode a batch of id sequences (list of lists, 2-D tensor or array) to a list of texts."
-        ids = self._ids(sequences, 'sequences')
-        if isinstance(ids, int): raise ValueError(f'`sequences` must be a batch of id sequences, got the single id {ids}')
-        if ids and not isinstance(ids[0], list): ids = [ids]  # one sequence: a batch of one, as transformers does
-        return [self._clean(self._decode_one(row, skip_special_tokens), clean_up_tokenization_spaces) for row in ids]
-
-    def save_pretrained(self, save_directory: str | os.PathLike,  # created if missing
-                       ) -> tuple[str, ...]:
-        "Write `tokenizer_config.json` (and `added_tokens.json` if tokens were added) as transformers 5 does; return the paths."
-        directory = Path(save_directory)
-        if directory.exists() and not directory.is_dir(): raise ValueError(f'`save_directory` {str(directory)!r} is a file, not a directory')
-        directory.mkdir(parents=True, exist_ok=True)
-        entry = lambda s: {'content': s[0], 'lstrip': s[1], 'normalized': not s[3], 'rstrip': s[2], 'single_word': False, 'special': s[3]}
-        config = {'added_tokens_decoder': {str(i): entry((*s[:3], False)) for i, s in enumerate(self._specs)}}
-        config['added_tokens_decoder'].update({str(VOCAB_SIZE + i): entry(s) for i, s in enumerate(self._added)})
-        config.update(backend='custom', **{k: v for k, v in self.special_tokens_map.items()}, model_max_length=self.model_max_length)
-        if self.padding_side != 'right': config['padding_side'] = self.padding_side
-        if self.truncation_side != 'right': config['truncation_side'] = self.truncation_side
-        if self.clean_up_tokenization_spaces: config['clean_up_tokenization_spaces'] = True
-        if any(s[3] for s in self._added): config['extra_special_tokens'] = [s[0] for s in self._added if s[3]]
-        config['tokenizer_class'] = 'PerceiverTokenizer'
-        files = {'tokenizer_config.json': dict(sorted(config.items()))}
-        if self._added: files['added_tokens.json'] = {s[0]: VOCAB_SIZE + i for i, s in enumerate(self._added)}
-        paths = []
-        for name, content in files.items():
-            _write_atomic(directory / name, json.dumps(content, indent=2, ensure_ascii=False) + '\n'); paths.append(str(directory / name))
-        return tuple(paths)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,  # a directory written by either library, or a Hub repository id
-                        cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
-                        **kwargs,  # constructor arguments that override the saved ones
-                       ) -> PerceiverTokenizer:
-        "Read a tokenizer saved by `save_pretrained` here or by transformers (4.x or 5.x files), from a directory or the Hub (cache first)."
-        directory = resolve_pretrained(pretrained_model_name_or_path, 'tokenizer', cache_dir=cache_dir, revision=revision,
-                                       local_files_only=local_files_only, token=token, subfolder=subfolder)
-        config = {**_read_json(directory / 'special_tokens_map.json'), **_read_json(directory / 'tokenizer_config.json')}
-        if not config: raise ValueError(f'{str(directory)!r} holds neither tokenizer_config.json nor special_tokens_map.json')
-        if config.get('tokenizer_class', 'PerceiverTokenizer') not in ('PerceiverTokenizer', 'PerceiverTokenizerFast'):
-            raise ValueError(f"{str(directory)!r} holds a {config['tokenizer_class']}, not a PerceiverTokenizer")
-        names = inspect.signature(cls.__init__).parameters
-        args = {k: v for k, v in config.items() if k in names and k != 'self'}  # other keys are transformers' internals
-        decoder = config.get('added_tokens_decoder', {})
-        for i, role in enumerate(('pad', 'bos', 'eos', 'mask', 'cls', 'sep')):  # lstrip/rstrip of the special tokens
-            entry, token = decoder.get(str(i)), args.get(f'{role}_token')
-            if isinstance(entry, dict) and (token is None or _token_spec(token, role)[0] == entry.get('content')):
-                args[f'{role}_token'] = entry
-        tok = cls(**{**args, **kwargs})
-        added = {int(i): v for i, v in decoder.items() if int(i) >= VOCAB_SIZE}
-        for content, i in _read_json(directory / 'added_tokens.json').items():
-            added.setdefault(int(i), {'content': content})
-        for i in sorted(added):
-            if i != len(tok): raise ValueError(f'{str(directory)!r}: added token ids must follow 261 without gaps, got {sorted(added)}')
-            tok.add_tokens([added[i]], special_tokens=bool(added[i].get('special', False)))
-        return tok
+@patch_to(PerceiverTokenizer, cls_method=True)
+def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,  # a directory written by either library, or a Hub repository id
+                    cache_dir=None, revision=None, local_files_only=False, token=None, subfolder='',  # for a Hub id: `resolve_pretrained`
+                    **kwargs,  # constructor arguments that override the saved ones
+                   ) -> PerceiverTokenizer:
+    "Read a tokenizer saved by `save_pretrained` here or by transformers (4.x or 5.x files), from a directory or the Hub (cache first)."
+    directory = resolve_pretrained(pretrained_model_name_or_path, 'tokenizer', cache_dir=cache_dir, revision=revision,
+                                   local_files_only=local_files_only, token=token, subfolder=subfolder)
+    config = {**_read_json(directory / 'special_tokens_map.json'), **_read_json(directory / 'tokenizer_config.json')}
+    if not config: raise ValueError(f'{str(directory)!r} holds neither tokenizer_config.json nor special_tokens_map.json')
+    if config.get('tokenizer_class', 'PerceiverTokenizer') not in ('PerceiverTokenizer', 'PerceiverTokenizerFast'):
+        raise ValueError(f"{str(directory)!r} holds a {config['tokenizer_class']}, not a PerceiverTokenizer")
+    names = inspect.signature(cls.__init__).parameters
+    args = {k: v for k, v in config.items() if k in names and k != 'self'}  # other keys are transformers' internals
+    decoder = config.get('added_tokens_decoder', {})
+    for i, role in enumerate(('pad', 'bos', 'eos', 'mask', 'cls', 'sep')):  # lstrip/rstrip of the special tokens
+        entry, token = decoder.get(str(i)), args.get(f'{role}_token')
+        if isinstance(entry, dict) and (token is None or _token_spec(token, role)[0] == entry.get('content')):
+            args[f'{role}_token'] = entry
+    tok = cls(**{**args, **kwargs})
+    added = {int(i): v for i, v in decoder.items() if int(i) >= VOCAB_SIZE}
+    for content, i in _read_json(directory / 'added_tokens.json').items():
+        added.setdefault(int(i), {'content': content})
+    for i in sorted(added):
+        if i != len(tok): raise ValueError(f'{str(directory)!r}: added token ids must follow 261 without gaps, got {sorted(added)}')
+        tok.add_tokens([added[i]], special_tokens=bool(added[i].get('special', False)))
+    return tok

@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from .config import PerceiverConfig, PERCEIVER_DEFAULTS, GENERIC_DEFAULTS
 from .config import _checkpoint_read_lock, _checkpoint_transaction
 from .hub import resolve_pretrained
+from .core import patch_to
+
 
 # %% ../nbs/08_weights.ipynb #0ee3ac3b
 _LINEAR_OR_CONV = (nn.Linear, nn.modules.conv._ConvNd)
@@ -61,6 +63,7 @@ def _initialise_tree(module: nn.Module, init_fn) -> None:
 # %% ../nbs/08_weights.ipynb #b685e4b4
 class PerceiverPreTrainedModel(nn.Module):
     "Base of every Perceiver model: holds the config, initialises like transformers, saves and loads checkpoints."
+
     config_class = PerceiverConfig
     base_model_prefix = 'perceiver'  # attribute holding the backbone in task models; prefix of their checkpoint keys
     main_input_name = 'inputs'  # the forward argument carrying the model input
@@ -99,130 +102,143 @@ class PerceiverPreTrainedModel(nn.Module):
         "The dtype of the model's first floating-point parameter."
         return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
-    def save_pretrained(self,
-                        save_directory: str | os.PathLike,  # created if needed
-                        safe_serialization: bool = True,  # `model.safetensors`; False: `pytorch_model.bin` (torch.save)
-                       ) -> Path:
-        "Write `config.json` and the weights into `save_directory`, in the layout transformers reads; atomic and locked."
-        path = Path(save_directory)
-        with _checkpoint_transaction(path):  # both files move into place together, or neither does
-            PerceiverConfig.from_dict({**self.config.to_dict(), 'architectures': [type(self).__name__],
-                                       'dtype': str(self.dtype).removeprefix('torch.')}).save_pretrained(path)
-            write_state_dict(self.state_dict(), path, safe_serialization)
-        return path
-
-    @classmethod
-    def from_pretrained(cls,
-                        path_or_name: str | os.PathLike | None,  # checkpoint directory, or Hub repository id; None with `config` and `state_dict`
-                        config: PerceiverConfig | None = None,  # use this instead of the directory's config.json
-                        strict: bool = True,  # raise on missing or unexpected keys
-                        map_location: str | torch.device = 'cpu',  # device of the returned model
-                        dtype: torch.dtype | str | None = None,  # None: float32; 'auto': the checkpoint's; or a dtype
-                        state_dict: dict[str, torch.Tensor] | None = None,  # use these weights instead of the checkpoint's
-                        subfolder: str = '',  # the checkpoint lies in this folder of `path_or_name`
-                        output_loading_info: bool = False,  # also return {'missing_keys', 'unexpected_keys', …}
-                        torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
-                        cache_dir: str | os.PathLike | None = None,  # for a Hub id (see `resolve_pretrained`): the cache
-                        revision: str | None = None,  # for a Hub id: branch, tag or commit; None: 'main'
-                        local_files_only: bool = False,  # for a Hub id: only the cache, never the network
-                        token: str | bool | None = None,  # for a Hub id: access token of a private or gated repository
-                        **config_overrides,  # config fields to change, e.g. num_labels=3
-                       ) -> PerceiverPreTrainedModel | tuple[PerceiverPreTrainedModel, dict]:
-        "Build `cls` from a checkpoint written by `save_pretrained` (ours or transformers') and load its weights."
-        dtype = _dtype_alias(dtype, torch_dtype)
-        if path_or_name is None and (config is None or state_dict is None):
-            raise ValueError('`path_or_name` may be None only when both `config` and `state_dict` are given')
-        if state_dict is not None and not isinstance(state_dict, dict):
-            raise ValueError(f'`state_dict` must be a dict of tensors, got {type(state_dict).__name__}')
-        directory = None if path_or_name is None else resolve_pretrained(
-            path_or_name, 'model' if config is None else 'weights', cache_dir=cache_dir, revision=revision,
-            local_files_only=local_files_only, token=token, subfolder=subfolder)
-        if directory is None: state = state_dict
-        else:
-            with _checkpoint_read_lock(directory):  # a save in progress finishes first: config and weights of one model
-                if config is None: config = cls.config_class.from_pretrained(directory)
-                state = read_state_dict(directory, map_location) if state_dict is None else state_dict
-        config = _with_overrides(config, **config_overrides)
-        model = cls(config).to(device=map_location, dtype=_resolve_dtype(dtype, config, state))
-        info = load_state_dict_into(model, state, strict=strict)
-        model.eval()
-        if not output_loading_info: return model
-        return model, {'missing_keys': set(info['missing']), 'unexpected_keys': set(info['unexpected']),
-                       'mismatched_keys': set(), 'error_msgs': []}  # mis-shaped keys raise instead
-
-    @classmethod
-    def _from_config(cls,
-                     config: PerceiverConfig,  # the configuration to build
-                     dtype: torch.dtype | str | None = None,  # cast the freshly initialised model to this dtype
-                     torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
-                    ) -> PerceiverPreTrainedModel:
-        "A freshly initialised `cls(config)`, in `dtype` if given: transformers' spelling of the constructor."
-        model = cls(config)
-        dtype = _dtype_alias(dtype, torch_dtype)
-        return model if dtype is None else model.to(_resolve_dtype(dtype, config, {}))
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        "False: no Perceiver model generates text token by token (the MLM fills masks in one pass)."
-        return False
-
-    def init_weights(self) -> None:
-        "Initialise the modules not initialised yet, as `post_init` (and transformers): a no-op on a built model."
-        _initialise_tree(self, self._init_weights)
-
-    def get_input_embeddings(self) -> nn.Parameter:
-        "The backbone's input embeddings; for a Perceiver, as in transformers, the latent array."
-        base = getattr(self, self.base_model_prefix, None)
-        if isinstance(base, PerceiverPreTrainedModel) and base is not self: return base.get_input_embeddings()
-        raise NotImplementedError(f'{type(self).__name__} has no input embeddings')
-
-    def set_input_embeddings(self, value: nn.Parameter) -> None:
-        "Replace the backbone's input embeddings (the latent array)."
-        base = getattr(self, self.base_model_prefix, None)
-        if isinstance(base, PerceiverPreTrainedModel) and base is not self: return base.set_input_embeddings(value)
-        raise NotImplementedError(f'{type(self).__name__} has no input embeddings')
-
-    def get_output_embeddings(self) -> None:
-        "None, as in transformers: no Perceiver head is a weight-tied output embedding."
-        return None
-
-    def enable_input_require_grads(self) -> None:
-        "Make the latents and the preprocessed inputs require gradients, so they reach the encoder with every parameter frozen (adapters)."
-        def hook(module, args, output):
-            first = output[0] if isinstance(output, tuple) else output
-            if isinstance(first, torch.Tensor) and first.is_floating_point() and not first.requires_grad: first.requires_grad_(True)
-        self.disable_input_require_grads()
-        targets = [m for name, m in self.named_modules() if name.rsplit('.', 1)[-1] in ('input_preprocessor', 'embeddings')]
-        self._require_grads_hooks = [m.register_forward_hook(hook) for m in targets]
-
-    def disable_input_require_grads(self) -> None:
-        "Remove the hooks of `enable_input_require_grads`."
-        for h in getattr(self, '_require_grads_hooks', []): h.remove()
-        self._require_grads_hooks = []
-
     supports_gradient_checkpointing = True
 
-    def _checkpointed(self) -> list[nn.Module]:
-        layers = [m for m in self.modules() if isinstance(getattr(m, 'gradient_checkpointing', None), bool)]
-        if not layers: raise ValueError(f'{type(self).__name__} has no encoder whose layers could be checkpointed')
-        return layers
+# %% ../nbs/08_weights.ipynb #e46195a7
+@patch_to(PerceiverPreTrainedModel)
+def save_pretrained(self,
+                    save_directory: str | os.PathLike,  # created if needed
+                    safe_serialization: bool = True,  # `model.safetensors`; False: `pytorch_model.bin` (torch.save)
+                   ) -> Path:
+    "Write `config.json` and the weights into `save_directory`, in the layout transformers reads; atomic and locked."
+    path = Path(save_directory)
+    with _checkpoint_transaction(path):  # both files move into place together, or neither does
+        PerceiverConfig.from_dict({**self.config.to_dict(), 'architectures': [type(self).__name__],
+                                   'dtype': str(self.dtype).removeprefix('torch.')}).save_pretrained(path)
+        write_state_dict(self.state_dict(), path, safe_serialization)
+    return path
 
-    def gradient_checkpointing_enable(self,
-                                      gradient_checkpointing_kwargs: dict | None = None,  # for torch.utils.checkpoint.checkpoint
-                                     ) -> None:
-        "Recompute each encoder layer in the backward pass instead of storing its activations (training mode only)."
-        kwargs = {'use_reentrant': False, **(gradient_checkpointing_kwargs or {})}
-        for m in self._checkpointed(): m.gradient_checkpointing, m._checkpointing_kwargs = True, kwargs
-        if kwargs['use_reentrant']: self.enable_input_require_grads()  # reentrant checkpoints need inputs that require grad
+@patch_to(PerceiverPreTrainedModel, cls_method=True)
+def from_pretrained(cls,
+                    path_or_name: str | os.PathLike | None,  # checkpoint directory, or Hub repository id; None with `config` and `state_dict`
+                    config: PerceiverConfig | None = None,  # use this instead of the directory's config.json
+                    strict: bool = True,  # raise on missing or unexpected keys
+                    map_location: str | torch.device = 'cpu',  # device of the returned model
+                    dtype: torch.dtype | str | None = None,  # None: float32; 'auto': the checkpoint's; or a dtype
+                    state_dict: dict[str, torch.Tensor] | None = None,  # use these weights instead of the checkpoint's
+                    subfolder: str = '',  # the checkpoint lies in this folder of `path_or_name`
+                    output_loading_info: bool = False,  # also return {'missing_keys', 'unexpected_keys', …}
+                    torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
+                    cache_dir: str | os.PathLike | None = None,  # for a Hub id (see `resolve_pretrained`): the cache
+                    revision: str | None = None,  # for a Hub id: branch, tag or commit; None: 'main'
+                    local_files_only: bool = False,  # for a Hub id: only the cache, never the network
+                    token: str | bool | None = None,  # for a Hub id: access token of a private or gated repository
+                    **config_overrides,  # config fields to change, e.g. num_labels=3
+                   ) -> PerceiverPreTrainedModel | tuple[PerceiverPreTrainedModel, dict]:
+    "Build `cls` from a checkpoint written by `save_pretrained` (ours or transformers') and load its weights."
+    dtype = _dtype_alias(dtype, torch_dtype)
+    if path_or_name is None and (config is None or state_dict is None):
+        raise ValueError('`path_or_name` may be None only when both `config` and `state_dict` are given')
+    if state_dict is not None and not isinstance(state_dict, dict):
+        raise ValueError(f'`state_dict` must be a dict of tensors, got {type(state_dict).__name__}')
+    directory = None if path_or_name is None else resolve_pretrained(
+        path_or_name, 'model' if config is None else 'weights', cache_dir=cache_dir, revision=revision,
+        local_files_only=local_files_only, token=token, subfolder=subfolder)
+    if directory is None: state = state_dict
+    else:
+        with _checkpoint_read_lock(directory):  # a save in progress finishes first: config and weights of one model
+            if config is None: config = cls.config_class.from_pretrained(directory)
+            state = read_state_dict(directory, map_location) if state_dict is None else state_dict
+    config = _with_overrides(config, **config_overrides)
+    model = cls(config).to(device=map_location, dtype=_resolve_dtype(dtype, config, state))
+    info = load_state_dict_into(model, state, strict=strict)
+    model.eval()
+    if not output_loading_info: return model
+    return model, {'missing_keys': set(info['missing']), 'unexpected_keys': set(info['unexpected']),
+                   'mismatched_keys': set(), 'error_msgs': []}  # mis-shaped keys raise instead
 
-    def gradient_checkpointing_disable(self) -> None:
-        "Store the activations again (the default)."
-        for m in self._checkpointed(): m.gradient_checkpointing = False
+# %% ../nbs/08_weights.ipynb #32a20214
+@patch_to(PerceiverPreTrainedModel, cls_method=True)
+def _from_config(cls,
+                 config: PerceiverConfig,  # the configuration to build
+                 dtype: torch.dtype | str | None = None,  # cast the freshly initialised model to this dtype
+                 torch_dtype: torch.dtype | str | None = None,  # the older name of `dtype`
+                ) -> PerceiverPreTrainedModel:
+    "A freshly initialised `cls(config)`, in `dtype` if given: transformers' spelling of the constructor."
+    model = cls(config)
+    dtype = _dtype_alias(dtype, torch_dtype)
+    return model if dtype is None else model.to(_resolve_dtype(dtype, config, {}))
 
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        "Whether gradient checkpointing is on."
-        return any(getattr(m, 'gradient_checkpointing', False) is True for m in self.modules())
+@patch_to(PerceiverPreTrainedModel, cls_method=True)
+def can_generate(cls) -> bool:
+    "False: no Perceiver model generates text token by token (the MLM fills masks in one pass)."
+    return False
+
+@patch_to(PerceiverPreTrainedModel)
+def init_weights(self) -> None:
+    "Initialise the modules not initialised yet, as `post_init` (and transformers): a no-op on a built model."
+    _initialise_tree(self, self._init_weights)
+
+@patch_to(PerceiverPreTrainedModel)
+def get_input_embeddings(self) -> nn.Parameter:
+    "The backbone's input embeddings; for a Perceiver, as in transformers, the latent array."
+    base = getattr(self, self.base_model_prefix, None)
+    if isinstance(base, PerceiverPreTrainedModel) and base is not self: return base.get_input_embeddings()
+    raise NotImplementedError(f'{type(self).__name__} has no input embeddings')
+
+@patch_to(PerceiverPreTrainedModel)
+def set_input_embeddings(self, value: nn.Parameter) -> None:
+    "Replace the backbone's input embeddings (the latent array)."
+    base = getattr(self, self.base_model_prefix, None)
+    if isinstance(base, PerceiverPreTrainedModel) and base is not self: return base.set_input_embeddings(value)
+    raise NotImplementedError(f'{type(self).__name__} has no input embeddings')
+
+@patch_to(PerceiverPreTrainedModel)
+def get_output_embeddings(self) -> None:
+    "None, as in transformers: no Perceiver head is a weight-tied output embedding."
+    return None
+
+@patch_to(PerceiverPreTrainedModel)
+def enable_input_require_grads(self) -> None:
+    "Make the latents and the preprocessed inputs require gradients, so they reach the encoder with every parameter frozen (adapters)."
+    def hook(module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        if isinstance(first, torch.Tensor) and first.is_floating_point() and not first.requires_grad: first.requires_grad_(True)
+    self.disable_input_require_grads()
+    targets = [m for name, m in self.named_modules() if name.rsplit('.', 1)[-1] in ('input_preprocessor', 'embeddings')]
+    self._require_grads_hooks = [m.register_forward_hook(hook) for m in targets]
+
+# %% ../nbs/08_weights.ipynb #a2db62da
+@patch_to(PerceiverPreTrainedModel)
+def disable_input_require_grads(self) -> None:
+    "Remove the hooks of `enable_input_require_grads`."
+    for h in getattr(self, '_require_grads_hooks', []): h.remove()
+    self._require_grads_hooks = []
+
+@patch_to(PerceiverPreTrainedModel)
+def _checkpointed(self) -> list[nn.Module]:
+    layers = [m for m in self.modules() if isinstance(getattr(m, 'gradient_checkpointing', None), bool)]
+    if not layers: raise ValueError(f'{type(self).__name__} has no encoder whose layers could be checkpointed')
+    return layers
+
+@patch_to(PerceiverPreTrainedModel)
+def gradient_checkpointing_enable(self,
+                                  gradient_checkpointing_kwargs: dict | None = None,  # for torch.utils.checkpoint.checkpoint
+                                 ) -> None:
+    "Recompute each encoder layer in the backward pass instead of storing its activations (training mode only)."
+    kwargs = {'use_reentrant': False, **(gradient_checkpointing_kwargs or {})}
+    for m in self._checkpointed(): m.gradient_checkpointing, m._checkpointing_kwargs = True, kwargs
+    if kwargs['use_reentrant']: self.enable_input_require_grads()  # reentrant checkpoints need inputs that require grad
+
+@patch_to(PerceiverPreTrainedModel)
+def gradient_checkpointing_disable(self) -> None:
+    "Store the activations again (the default)."
+    for m in self._checkpointed(): m.gradient_checkpointing = False
+
+@patch_to(PerceiverPreTrainedModel, as_prop=True)
+def is_gradient_checkpointing(self) -> bool:
+    "Whether gradient checkpointing is on."
+    return any(getattr(m, 'gradient_checkpointing', False) is True for m in self.modules())
 
 # %% ../nbs/08_weights.ipynb #bd62ab5a
 def _storage_key(t: torch.Tensor) -> tuple:

@@ -267,3 +267,21 @@ def test_additive_mask_matches_transformers_builder():
         torch.testing.assert_close(additive_attention_mask(m, 3, 2, 4, 5).expand(3, 1, 4, 5), ref, rtol=0, atol=0)
     half = additive_attention_mask(pad, 3, 2, 4, 5, dtype=torch.float16)
     assert half.dtype == torch.float16 and half.min().item() == torch.finfo(torch.float16).min
+
+
+@pytest.mark.parametrize('shape_for', ['kv', 'q'])
+def test_blocks_take_explicit_settings_without_a_config(shape_for):
+    # transformers' signatures take `config` first; ours also accept None with the settings passed by name
+    settings = dict(attention_probs_dropout_prob=0.0, cross_attention_shape_for_attention=shape_for, hidden_act='gelu')
+    sizes = dict(is_cross_attention=True, num_heads=2, q_dim=8, kv_dim=6, widening_factor=3)
+    theirs = hf.PerceiverLayer(HFConfig(**settings), **sizes).eval()
+    ours = PerceiverLayer(None, **sizes, **settings).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    z, x = torch.randn(2, 5, 8), torch.randn(2, 7, 6)
+    with torch.no_grad(): assert (ours(z, inputs=x)[0] - theirs(z, inputs=x)[0]).abs().max() < TOL
+    attn = PerceiverSelfAttention(None, q_dim=8, num_heads=2)
+    assert attn.dropout.p == 0.1  # transformers' default without a config
+    with pytest.raises(ValueError, match=r'`attention_probs_dropout_prob` must be a probability in \[0, 1\], got 1.5'):
+        PerceiverAttention(None, q_dim=8, attention_probs_dropout_prob=1.5)
+    with pytest.raises(ValueError, match=r"`cross_attention_shape_for_attention` must be one of \('kv', 'q'\), got 'x'"):
+        PerceiverLayer(None, is_cross_attention=True, q_dim=8, kv_dim=6, cross_attention_shape_for_attention='x')

@@ -59,3 +59,12 @@ def test_exported_code_is_shown(nb):
     hidden = [i for i, c in enumerate(cells(nb)) if c['cell_type'] == 'code'
               and re.search(r'^#\|\s*export\s*$', ''.join(c['source']), re.M)]
     assert not hidden, f'{nb.name}: cells {hidden} use `#| export`; use `#| exports` so the page shows the implementation'
+
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.name)
+def test_no_exported_cell_over_60_lines(nb):
+    # A literate page shows its code in pieces, each introduced and checked: a 100-line cell is a file dump, not a page.
+    # Split a long class over cells with `perceiver_nb.core.patch_to`.
+    long = [(i, n) for i, c in enumerate(cells(nb)) if c['cell_type'] == 'code'
+            and re.search(r'^#\|\s*exports?\s*$', src := ''.join(c['source']), re.M) and (n := len(src.splitlines())) > 60]
+    assert not long, f'{nb.name}: exported cells (index, lines) {long} are over 60 lines; split them'

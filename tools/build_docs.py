@@ -28,7 +28,7 @@ from tools.docs_nav import (GROUPS, NBS, OTHER_GROUP, README, README_FILES, REFE
                             SIDEBAR, check, group_of, notebooks, page_name, readme_text, reading_order, series,
                             settings, sidebar_yml, write_readme, write_sidebar)
 from tools.docs_render import (DOCS, EXECUTED, HTML, MATHJAX_VERSION, PROC, PROC_NBS, SITE_SRC, Linker,  # noqa: E402,F401
-                               build_sphinx, copy_images, ensure_executed, ensure_mathjax, is_fresh, process, to_page,
+                               _only_imports, build_sphinx, copy_images, ensure_executed, ensure_mathjax, is_fresh, process, to_page,
                                write_site_source)
 
 

@@ -208,14 +208,23 @@ class Linker:
         return self.markdown(md)
 
 
+def _only_imports(code: str) -> bool:
+    "True for a cell of plain imports."
+    lines = [l for l in code.splitlines() if l.strip() and not l.lstrip().startswith('#')]
+    return bool(lines) and all(re.match(r'^(from \S+ import |import )', l) for l in lines)
+
+
 def to_page(nb: dict, rel: Path, cfg: dict, pages: dict[str, str], readme: bool = False,
             anchors: dict[str, set[str]] | None = None) -> dict:
     "A processed notebook as a myst-nb page (or, with `readme`, as the notebook README.md is converted from)."
     link = Linker(cfg, pages, depth=len(rel.parts) - 1, readme=readme, anchors=anchors)
     cells = []
     def md(src): cells.append({'cell_type': 'markdown', 'metadata': {}, 'source': src})
+    n_markdown = 0  # the opening import cells come after the title, the diagram and the introduction
+    fold = not any(re.search(r'^#\|\s*default_exp\s+__init__\s*$', _text(c.get('source')), re.M) for c in nb['cells'])  # the API page's imports are its content
     for c in nb['cells']:
         src = _text(c.get('source'))
+        n_markdown += c['cell_type'] == 'markdown'
         if c['cell_type'] == 'raw':
             m = re.match(r'^\s*---\s*\n(.*?)\n---\s*$', src, flags=re.DOTALL)
             if not m: continue
@@ -239,6 +248,8 @@ def to_page(nb: dict, rel: Path, cfg: dict, pages: dict[str, str], readme: bool 
                 continue
             tags = []
             if d.get('echo') == 'false': tags.append('remove-input')
+            if (d.get('code-fold') == 'true' or fold and n_markdown <= 3 and _only_imports(code)) and not readme:
+                tags.append('hide-input')  # folded behind a 'show code' toggle: the page's opening imports
             if d.get('output') == 'false': tags.append('remove-output')
             if d.get('include') == 'false': continue
             new = []

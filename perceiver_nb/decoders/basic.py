@@ -20,6 +20,7 @@ from ..config import PerceiverConfig
 from ..layers import PerceiverLayer
 from ..position import build_position_encoding, build_linear_positions
 from ..outputs import PerceiverDecoderOutput
+from ..core import patch_to
 
 # %% ../../nbs/20_decoder_basic.ipynb #04ae341b
 class PerceiverAbstractDecoder(nn.Module, metaclass=abc.ABCMeta):
@@ -69,6 +70,7 @@ _POSITION_ENCODING_TYPES = ('trainable', 'fourier', 'none')
 
 class PerceiverBasicDecoder(PerceiverAbstractDecoder):
     "Cross-attention decoder whose output queries are position encodings of the output grid."
+
     def __init__(self,
                  config: PerceiverConfig,  # model configuration (d_latents, dropout, activation)
                  output_num_channels: int,  # E', width of the logits when `final_project`
@@ -116,66 +118,72 @@ class PerceiverBasicDecoder(PerceiverAbstractDecoder):
             return self.output_position_encodings.output_size()
         return self.output_num_channels if self.final_project else self.num_channels
 
-    def _positions(self, inputs, subsampled_points):
-        "The position encoding (B, O, c) of the output grid, or of the subsampled points of it."
-        B, trainable = inputs.shape[0], self.position_encoding_type == 'trainable'
-        if subsampled_points is not None:
-            if self.output_index_dims is None:
-                raise ValueError('`subsampled_points` needs the decoder to know its `output_index_dims`, got None')
-            dims = _as_index_dims(self.output_index_dims)
-            check_shape(subsampled_points, 'subsampled_points', ('P',))
-            if subsampled_points.is_floating_point() or subsampled_points.dtype == torch.bool:
-                raise ValueError(f'`subsampled_points` must hold integer indices, got dtype {subsampled_points.dtype}')
-            check_range(subsampled_points, 'subsampled_points', 0, math.prod(dims))
-            if trainable:  # a table has one row per output: take the chosen rows (transformers returns all O)
-                return self.output_position_encodings(B)[:, subsampled_points.to(inputs.device)]
-            self._check_fourier_dims(dims)
-            pos = _subsampled_positions(subsampled_points.to(inputs.device), dims)  # (P, d)
-            return self.output_position_encodings(dims, batch_size=B, device=inputs.device, dtype=inputs.dtype,
-                                                  pos=pos[None].expand(B, -1, -1))
-        if trainable: return self.output_position_encodings(B)
-        if inputs.ndim > 3 or self.output_index_dims is None:
-            dims = tuple(inputs.shape[2:])  # un-flattened channels-first inputs (B, C, *index_dims), as in transformers
-        else:
-            dims = _as_index_dims(self.output_index_dims)  # flattened (B, M, C): transformers reads C as the grid here
+# %% ../../nbs/20_decoder_basic.ipynb #7a161c37
+@patch_to(PerceiverBasicDecoder)
+def _positions(self, inputs, subsampled_points):
+    "The position encoding (B, O, c) of the output grid, or of the subsampled points of it."
+    B, trainable = inputs.shape[0], self.position_encoding_type == 'trainable'
+    if subsampled_points is not None:
+        if self.output_index_dims is None:
+            raise ValueError('`subsampled_points` needs the decoder to know its `output_index_dims`, got None')
+        dims = _as_index_dims(self.output_index_dims)
+        check_shape(subsampled_points, 'subsampled_points', ('P',))
+        if subsampled_points.is_floating_point() or subsampled_points.dtype == torch.bool:
+            raise ValueError(f'`subsampled_points` must hold integer indices, got dtype {subsampled_points.dtype}')
+        check_range(subsampled_points, 'subsampled_points', 0, math.prod(dims))
+        if trainable:  # a table has one row per output: take the chosen rows (transformers returns all O)
+            return self.output_position_encodings(B)[:, subsampled_points.to(inputs.device)]
         self._check_fourier_dims(dims)
-        return self.output_position_encodings(dims, B, device=inputs.device, dtype=inputs.dtype)
+        pos = _subsampled_positions(subsampled_points.to(inputs.device), dims)  # (P, d)
+        return self.output_position_encodings(dims, batch_size=B, device=inputs.device, dtype=inputs.dtype,
+                                              pos=pos[None].expand(B, -1, -1))
+    if trainable: return self.output_position_encodings(B)
+    if inputs.ndim > 3 or self.output_index_dims is None:
+        dims = tuple(inputs.shape[2:])  # un-flattened channels-first inputs (B, C, *index_dims), as in transformers
+    else:
+        dims = _as_index_dims(self.output_index_dims)  # flattened (B, M, C): transformers reads C as the grid here
+    self._check_fourier_dims(dims)
+    return self.output_position_encodings(dims, B, device=inputs.device, dtype=inputs.dtype)
 
-    def _check_fourier_dims(self, dims):
-        want = len(self.output_position_encodings.max_resolution)
-        if len(dims) != want:
-            raise ValueError(f'the Fourier query encoding has {want}-D `max_resolution`, but the output grid {tuple(dims)} has {len(dims)} dimensions')
+@patch_to(PerceiverBasicDecoder)
+def _check_fourier_dims(self, dims):
+    want = len(self.output_position_encodings.max_resolution)
+    if len(dims) != want:
+        raise ValueError(f'the Fourier query encoding has {want}-D `max_resolution`, but the output grid {tuple(dims)} has {len(dims)} dimensions')
 
-    def decoder_query(self,
-                      inputs: torch.Tensor,  # preprocessed inputs (B, M, C), or un-flattened (B, C, *index_dims)
-                      modality_sizes: dict | None = None,  # unused by this decoder
-                      inputs_without_pos: torch.Tensor | None = None,  # (B, O, C'), needed with `concat_preprocessed_input`
-                      subsampled_points: torch.Tensor | None = None,  # flat indices (P,) of the outputs to decode
-                     ) -> torch.Tensor:  # (B, O, E) output queries
-        "The output queries: the position encoding of the output grid (or of its subsampled points), projected."
-        if self.position_encoding_type == 'none':
-            raise ValueError('a decoder with `position_encoding_type="none"` cannot build queries: pass them to `forward`')
-        if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
-            raise ValueError(f'`inputs` must be a tensor with a batch dimension, got {type(inputs).__name__}')
-        pos_emb = self.positions_projection(self._positions(inputs, subsampled_points))
-        if self.concat_preprocessed_input:
-            if inputs_without_pos is None:
-                raise ValueError('`inputs_without_pos` is required when `concat_preprocessed_input=True`')
-            check_shape(inputs_without_pos, 'inputs_without_pos', (pos_emb.shape[0], pos_emb.shape[1], None))
-            pos_emb = torch.cat([inputs_without_pos, pos_emb], dim=-1)
-        return pos_emb
+@patch_to(PerceiverBasicDecoder)
+def decoder_query(self,
+                  inputs: torch.Tensor,  # preprocessed inputs (B, M, C), or un-flattened (B, C, *index_dims)
+                  modality_sizes: dict | None = None,  # unused by this decoder
+                  inputs_without_pos: torch.Tensor | None = None,  # (B, O, C'), needed with `concat_preprocessed_input`
+                  subsampled_points: torch.Tensor | None = None,  # flat indices (P,) of the outputs to decode
+                 ) -> torch.Tensor:  # (B, O, E) output queries
+    "The output queries: the position encoding of the output grid (or of its subsampled points), projected."
+    if self.position_encoding_type == 'none':
+        raise ValueError('a decoder with `position_encoding_type="none"` cannot build queries: pass them to `forward`')
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
+        raise ValueError(f'`inputs` must be a tensor with a batch dimension, got {type(inputs).__name__}')
+    pos_emb = self.positions_projection(self._positions(inputs, subsampled_points))
+    if self.concat_preprocessed_input:
+        if inputs_without_pos is None:
+            raise ValueError('`inputs_without_pos` is required when `concat_preprocessed_input=True`')
+        check_shape(inputs_without_pos, 'inputs_without_pos', (pos_emb.shape[0], pos_emb.shape[1], None))
+        pos_emb = torch.cat([inputs_without_pos, pos_emb], dim=-1)
+    return pos_emb
 
-    def forward(self,
-                query: torch.Tensor,  # output queries (B, O, E)
-                z: torch.Tensor,  # final latents (B, N, D)
-                query_mask: torch.Tensor | None = None,  # ignored, as in transformers: queries are never masked
-                output_attentions: bool = False,  # also return the attention probabilities (B, H, O, N)
-               ) -> PerceiverDecoderOutput:  # logits (B, O, E') and, if asked, (attention probabilities,)
-        "Cross-attend the queries to the latents and project: `PerceiverDecoderOutput(logits, cross_attentions)`."
-        if self.position_encoding_only:
-            raise ValueError('this decoder was built with `position_encoding_only=True`: it only builds queries and cannot decode')
-        dims = check_shape(query, 'query', ('B', 'O', self.num_channels))
-        check_shape(z, 'z', ('B', 'N', self.d_latents), dims)
-        out = self.decoding_cross_attention(query, inputs=z, output_attentions=output_attentions)
-        return PerceiverDecoderOutput(logits=self.final_layer(out[0]),
-                                      cross_attentions=(out[1],) if output_attentions else None)
+# %% ../../nbs/20_decoder_basic.ipynb #27913f36
+@patch_to(PerceiverBasicDecoder)
+def forward(self,
+            query: torch.Tensor,  # output queries (B, O, E)
+            z: torch.Tensor,  # final latents (B, N, D)
+            query_mask: torch.Tensor | None = None,  # ignored, as in transformers: queries are never masked
+            output_attentions: bool = False,  # also return the attention probabilities (B, H, O, N)
+           ) -> PerceiverDecoderOutput:  # logits (B, O, E') and, if asked, (attention probabilities,)
+    "Cross-attend the queries to the latents and project: `PerceiverDecoderOutput(logits, cross_attentions)`."
+    if self.position_encoding_only:
+        raise ValueError('this decoder was built with `position_encoding_only=True`: it only builds queries and cannot decode')
+    dims = check_shape(query, 'query', ('B', 'O', self.num_channels))
+    check_shape(z, 'z', ('B', 'N', self.d_latents), dims)
+    out = self.decoding_cross_attention(query, inputs=z, output_attentions=output_attentions)
+    return PerceiverDecoderOutput(logits=self.final_layer(out[0]),
+                                  cross_attentions=(out[1],) if output_attentions else None)

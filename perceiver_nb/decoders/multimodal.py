@@ -24,6 +24,7 @@ from ..postprocessors import restructure
 from .basic import PerceiverAbstractDecoder, PerceiverBasicDecoder, _as_index_dims, _subsampled_positions
 from .classification import PerceiverClassificationDecoder
 from .video import PerceiverBasicVideoAutoencodingDecoder
+from ..core import patch_to
 
 # %% ../../nbs/25_decoder_multimodal.ipynb #45dce62e
 def _query_builder(decoder: nn.Module) -> PerceiverBasicDecoder:
@@ -44,6 +45,7 @@ def _num_outputs(decoder: nn.Module) -> int:
 # %% ../../nbs/25_decoder_multimodal.ipynb #fbcb3a1b
 class PerceiverMultimodalDecoder(PerceiverAbstractDecoder):
     "Per-modality queries padded to a common width, concatenated in sorted-name order, decoded by one cross-attention."
+
     table_cache_size: int = 4  # all-points Fourier tables kept (per modality, device, dtype); 313 MB for the released video in bfloat16
 
     def __init__(self,
@@ -90,81 +92,89 @@ class PerceiverMultimodalDecoder(PerceiverAbstractDecoder):
         return {m: (_num_outputs(self.modalities[m]) if points.get(m) is None else len(points[m]))
                 for m in sorted(self.modalities)}
 
-    def _check_points(self, subsampled_points):
-        if subsampled_points is None: return {}
-        if not isinstance(subsampled_points, Mapping):
-            raise ValueError(f'`subsampled_points` must be a dict {{modality: indices}}, got {type(subsampled_points).__name__}')
-        unknown = sorted(set(subsampled_points) - set(self.modalities))
-        if unknown:
-            raise ValueError(f'`subsampled_points` names modalities {unknown} this decoder does not have; it has {sorted(self.modalities)}')
-        for m, p in subsampled_points.items():
-            if isinstance(p, range):
-                n = _num_outputs(self.modalities[m])
-                if p.step != 1 or not 0 <= p.start <= p.stop <= n:
-                    raise ValueError(f'`subsampled_points[{m!r}]` must be a range with step 1 inside [0, {n}], got {p}')
-        return subsampled_points
+# %% ../../nbs/25_decoder_multimodal.ipynb #5c38741c
+@patch_to(PerceiverMultimodalDecoder)
+def _check_points(self, subsampled_points):
+    if subsampled_points is None: return {}
+    if not isinstance(subsampled_points, Mapping):
+        raise ValueError(f'`subsampled_points` must be a dict {{modality: indices}}, got {type(subsampled_points).__name__}')
+    unknown = sorted(set(subsampled_points) - set(self.modalities))
+    if unknown:
+        raise ValueError(f'`subsampled_points` names modalities {unknown} this decoder does not have; it has {sorted(self.modalities)}')
+    for m, p in subsampled_points.items():
+        if isinstance(p, range):
+            n = _num_outputs(self.modalities[m])
+            if p.step != 1 or not 0 <= p.start <= p.stop <= n:
+                raise ValueError(f'`subsampled_points[{m!r}]` must be a range with step 1 inside [0, {n}], got {p}')
+    return subsampled_points
 
-    def _all_points_table(self, name: str, inner: PerceiverBasicDecoder, device, dtype) -> torch.Tensor:
-        "Fourier features (1, O_m, E_m) of every output point with the subsample coordinates, cached."
-        dims = _as_index_dims(inner.output_index_dims)
-        def build():
-            idx = torch.arange(math.prod(dims), device=device)
-            pos = _subsampled_positions(idx, dims)[None]  # (1, O_m, d)
-            return inner.output_position_encodings(dims, batch_size=1, device=device, dtype=dtype, pos=pos)
-        if torch.jit.is_tracing() or torch.compiler.is_compiling(): return build()
-        key = (name, _cache_device(device), dtype)
-        table = self._tables.get(key)
-        if table is None:
-            with torch.inference_mode(False), torch.no_grad(): table = build()
-            self._tables[key] = table
-            while len(self._tables) > self.table_cache_size: self._tables.popitem(last=False)
-        else: self._tables.move_to_end(key)
-        return table
+@patch_to(PerceiverMultimodalDecoder)
+def _all_points_table(self, name: str, inner: PerceiverBasicDecoder, device, dtype) -> torch.Tensor:
+    "Fourier features (1, O_m, E_m) of every output point with the subsample coordinates, cached."
+    dims = _as_index_dims(inner.output_index_dims)
+    def build():
+        idx = torch.arange(math.prod(dims), device=device)
+        pos = _subsampled_positions(idx, dims)[None]  # (1, O_m, d)
+        return inner.output_position_encodings(dims, batch_size=1, device=device, dtype=dtype, pos=pos)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling(): return build()
+    key = (name, _cache_device(device), dtype)
+    table = self._tables.get(key)
+    if table is None:
+        with torch.inference_mode(False), torch.no_grad(): table = build()
+        self._tables[key] = table
+        while len(self._tables) > self.table_cache_size: self._tables.popitem(last=False)
+    else: self._tables.move_to_end(key)
+    return table
 
-    def cache_clear(self) -> None:
-        "Drop the cached all-points query tables."
-        self._tables.clear()
+@patch_to(PerceiverMultimodalDecoder)
+def cache_clear(self) -> None:
+    "Drop the cached all-points query tables."
+    self._tables.clear()
 
-    def _range_query(self, name, decoder, points: range, inputs, inputs_without_pos):
-        "Queries of a contiguous block of outputs, sliced from a cached table (Fourier) or the learned table."
-        inner, B = _query_builder(decoder), inputs.shape[0]
-        if inner.position_encoding_type == 'fourier' and not inner.concat_preprocessed_input:
-            table = self._all_points_table(name, inner, inputs.device, inputs.dtype)[:, points.start:points.stop]
-            return inner.positions_projection(table).expand(B, -1, -1)
-        if inner.position_encoding_type == 'trainable' and not inner.concat_preprocessed_input:
-            return inner.positions_projection(inner.output_position_encodings(B)[:, points.start:points.stop])
-        idx = torch.arange(points.start, points.stop, device=inputs.device)
-        return decoder.decoder_query(inputs, None, inputs_without_pos, subsampled_points=idx)
+@patch_to(PerceiverMultimodalDecoder)
+def _range_query(self, name, decoder, points: range, inputs, inputs_without_pos):
+    "Queries of a contiguous block of outputs, sliced from a cached table (Fourier) or the learned table."
+    inner, B = _query_builder(decoder), inputs.shape[0]
+    if inner.position_encoding_type == 'fourier' and not inner.concat_preprocessed_input:
+        table = self._all_points_table(name, inner, inputs.device, inputs.dtype)[:, points.start:points.stop]
+        return inner.positions_projection(table).expand(B, -1, -1)
+    if inner.position_encoding_type == 'trainable' and not inner.concat_preprocessed_input:
+        return inner.positions_projection(inner.output_position_encodings(B)[:, points.start:points.stop])
+    idx = torch.arange(points.start, points.stop, device=inputs.device)
+    return decoder.decoder_query(inputs, None, inputs_without_pos, subsampled_points=idx)
 
-    def decoder_query(self,
-                      inputs: torch.Tensor,  # the preprocessed inputs (B, M, C), all modalities concatenated
-                      modality_sizes: Mapping[str, int],  # {name: M_m}, how `inputs` splits
-                      inputs_without_pos: Mapping[str, torch.Tensor] | None = None,  # per modality, for concat_preprocessed_input
-                      subsampled_points: Mapping | None = None,  # {name: indices (P_m,), range, or None for all}
-                     ) -> torch.Tensor:  # (B, sum of O_m, E)
-        "Every modality's queries, padded to the common width and concatenated in sorted-name order."
-        if not isinstance(modality_sizes, Mapping):
-            raise ValueError(f'`modality_sizes` must be a dict {{modality: rows}} saying how `inputs` splits, got {modality_sizes!r}')
-        missing = sorted(set(self.modalities) - set(modality_sizes))
-        if missing: raise ValueError(f'`modality_sizes` has no entry for the modalities {missing}; it has {sorted(modality_sizes)}')
-        points = self._check_points(subsampled_points)
-        parts = restructure(modality_sizes, inputs)
-        width, queries = self.num_query_channels, []
-        for name in sorted(self.modalities):
-            decoder, p = self.modalities[name], points.get(name)
-            iwp = None if inputs_without_pos is None else inputs_without_pos.get(name)
-            if isinstance(p, range): q = self._range_query(name, decoder, p, parts[name], iwp)
-            else: q = decoder.decoder_query(parts[name], None, iwp, subsampled_points=p)
-            pad = self.padding[name]
-            q = q.reshape(q.shape[0], -1, q.shape[-1]).to(pad.dtype)  # (B, O_m, E_m)
-            queries.append(torch.cat([q, pad.expand(q.shape[0], q.shape[1], width - q.shape[-1])], dim=-1))
-        return torch.cat(queries, dim=1)
+# %% ../../nbs/25_decoder_multimodal.ipynb #2df28fbc
+@patch_to(PerceiverMultimodalDecoder)
+def decoder_query(self,
+                  inputs: torch.Tensor,  # the preprocessed inputs (B, M, C), all modalities concatenated
+                  modality_sizes: Mapping[str, int],  # {name: M_m}, how `inputs` splits
+                  inputs_without_pos: Mapping[str, torch.Tensor] | None = None,  # per modality, for concat_preprocessed_input
+                  subsampled_points: Mapping | None = None,  # {name: indices (P_m,), range, or None for all}
+                 ) -> torch.Tensor:  # (B, sum of O_m, E)
+    "Every modality's queries, padded to the common width and concatenated in sorted-name order."
+    if not isinstance(modality_sizes, Mapping):
+        raise ValueError(f'`modality_sizes` must be a dict {{modality: rows}} saying how `inputs` splits, got {modality_sizes!r}')
+    missing = sorted(set(self.modalities) - set(modality_sizes))
+    if missing: raise ValueError(f'`modality_sizes` has no entry for the modalities {missing}; it has {sorted(modality_sizes)}')
+    points = self._check_points(subsampled_points)
+    parts = restructure(modality_sizes, inputs)
+    width, queries = self.num_query_channels, []
+    for name in sorted(self.modalities):
+        decoder, p = self.modalities[name], points.get(name)
+        iwp = None if inputs_without_pos is None else inputs_without_pos.get(name)
+        if isinstance(p, range): q = self._range_query(name, decoder, p, parts[name], iwp)
+        else: q = decoder.decoder_query(parts[name], None, iwp, subsampled_points=p)
+        pad = self.padding[name]
+        q = q.reshape(q.shape[0], -1, q.shape[-1]).to(pad.dtype)  # (B, O_m, E_m)
+        queries.append(torch.cat([q, pad.expand(q.shape[0], q.shape[1], width - q.shape[-1])], dim=-1))
+    return torch.cat(queries, dim=1)
 
-    def forward(self,
-                query: torch.Tensor,  # (B, O, E) from `decoder_query`
-                z: torch.Tensor,  # final latents (B, N, D)
-                query_mask: torch.Tensor | None = None,  # ignored, as in transformers
-                output_attentions: bool = False,  # also return the attention probabilities (B, H, O, N)
-               ) -> PerceiverDecoderOutput:  # logits (B, O, E')
-        "Decode all modalities' queries with the shared cross-attention."
-        return self.decoder(query, z, output_attentions=output_attentions)
+@patch_to(PerceiverMultimodalDecoder)
+def forward(self,
+            query: torch.Tensor,  # (B, O, E) from `decoder_query`
+            z: torch.Tensor,  # final latents (B, N, D)
+            query_mask: torch.Tensor | None = None,  # ignored, as in transformers
+            output_attentions: bool = False,  # also return the attention probabilities (B, H, O, N)
+           ) -> PerceiverDecoderOutput:  # logits (B, O, E')
+    "Decode all modalities' queries with the shared cross-attention."
+    return self.decoder(query, z, output_attentions=output_attentions)

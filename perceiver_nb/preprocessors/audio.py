@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 
 # %% ../../nbs/12_audio_preprocessor.ipynb #c4caf44b
 from ..config import PerceiverConfig
-from ..position import build_position_encoding
-from .text import AbstractPreprocessor
+from ..position import AbstractPreprocessor, build_position_encoding, _check_preprocessor_args
+from ..core import patch_to
 
 # %% ../../nbs/12_audio_preprocessor.ipynb #359cc402
 def tone(frequency: float | torch.Tensor,  # f in Hz; a tensor of shape (*F,) gives one tone per entry
@@ -142,12 +142,10 @@ def show_audio(waveform: torch.Tensor | np.ndarray,  # (S,) or (S, 1) mono audio
     if colorbar: ax_s.figure.colorbar(im, ax=ax_s, label='dB')
     return ax_w, ax_s
 
-# %% ../../nbs/12_audio_preprocessor.ipynb #3d8b5ac4
-_POSITION_KWARGS = ('trainable_position_encoding_kwargs', 'fourier_position_encoding_kwargs')
-
 # %% ../../nbs/12_audio_preprocessor.ipynb #9e546e82
 class PerceiverAudioPreprocessor(AbstractPreprocessor):
     "A mono waveform (B, S) or (B, S, 1) to an input array (B, S/k, C): patches of k samples with 1-D positions."
+
     def __init__(self,
                  config: PerceiverConfig,  # the model configuration (kept for the common preprocessor signature)
                  prep_type: str = 'patches',  # only 'patches', as in the reference
@@ -161,13 +159,7 @@ class PerceiverAudioPreprocessor(AbstractPreprocessor):
         super().__init__()
         if prep_type != 'patches':
             raise ValueError(f"`prep_type` must be 'patches' (the only audio mode), got {prep_type!r}")
-        if concat_or_add_pos not in ('concat', 'add'):
-            raise ValueError(f"`concat_or_add_pos` must be one of ['concat', 'add'], got {concat_or_add_pos!r}")
-        if isinstance(samples_per_patch, bool) or not isinstance(samples_per_patch, int) or samples_per_patch < 1:
-            raise ValueError(f'`samples_per_patch` must be a positive int, got {samples_per_patch!r}')
-        unknown = sorted(set(position_encoding_kwargs) - set(_POSITION_KWARGS))
-        if unknown:
-            raise ValueError(f'unexpected keyword arguments {unknown}; the position encoding takes {list(_POSITION_KWARGS)}')
+        _check_preprocessor_args(concat_or_add_pos, position_encoding_kwargs, samples_per_patch=samples_per_patch)
         self.config = config
         self.prep_type, self.samples_per_patch = prep_type, samples_per_patch
         self.position_encoding_type, self.concat_or_add_pos = position_encoding_type, concat_or_add_pos
@@ -196,51 +188,54 @@ class PerceiverAudioPreprocessor(AbstractPreprocessor):
         "Width C of the returned array: k samples plus the position channels (or the position channels for 'add')."
         return self._pos_dim if self.concat_or_add_pos == 'add' else self.samples_per_patch + self._pos_dim
 
-    def _check_inputs(self, inputs: torch.Tensor) -> None:
-        "Type, rank, dtype and length of the waveform, with the way out."
-        if not isinstance(inputs, torch.Tensor):
-            raise TypeError(f'`inputs` must be a torch.Tensor of shape (B, S) or (B, S, 1), got {type(inputs).__name__}')
-        shape = tuple(inputs.shape)
-        if inputs.ndim == 3 and shape[-1] != 1:
-            raise ValueError(f'`inputs` must be mono audio (B, S) or (B, S, 1), got shape {shape} with {shape[-1]} '
-                             f'channels; mix them down (inputs.mean(-1, keepdim=True)) or pick one')
-        if inputs.ndim not in (2, 3):
-            raise ValueError(f'`inputs` must have 2 dimensions (B, S) or 3 dimensions (B, S, 1), '
-                             f'got {inputs.ndim} dimensions with shape {shape}')
-        if not inputs.is_floating_point():
-            raise TypeError(f'`inputs` must be a floating-point waveform with samples in [-1, 1], got dtype {inputs.dtype}; '
-                            f'divide 16-bit PCM by 32768 (read_wav does)')
-        k, num_samples = self.samples_per_patch, shape[1]
-        if num_samples == 0 or num_samples % k:
-            lo, hi = num_samples // k * k, (num_samples // k + 1) * k
-            hint = f'trim to {lo} or pad to {hi}' if lo else f'pad to {hi}'
-            raise ValueError(f'`inputs` has {num_samples} samples (shape {shape}), not a positive multiple of '
-                             f'`samples_per_patch`={k}; {hint}')
+# %% ../../nbs/12_audio_preprocessor.ipynb #1366e325
+@patch_to(PerceiverAudioPreprocessor)
+def _check_inputs(self, inputs: torch.Tensor) -> None:
+    "Type, rank, dtype and length of the waveform, with the way out."
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f'`inputs` must be a torch.Tensor of shape (B, S) or (B, S, 1), got {type(inputs).__name__}')
+    shape = tuple(inputs.shape)
+    if inputs.ndim == 3 and shape[-1] != 1:
+        raise ValueError(f'`inputs` must be mono audio (B, S) or (B, S, 1), got shape {shape} with {shape[-1]} '
+                         f'channels; mix them down (inputs.mean(-1, keepdim=True)) or pick one')
+    if inputs.ndim not in (2, 3):
+        raise ValueError(f'`inputs` must have 2 dimensions (B, S) or 3 dimensions (B, S, 1), '
+                         f'got {inputs.ndim} dimensions with shape {shape}')
+    if not inputs.is_floating_point():
+        raise TypeError(f'`inputs` must be a floating-point waveform with samples in [-1, 1], got dtype {inputs.dtype}; '
+                        f'divide 16-bit PCM by 32768 (read_wav does)')
+    k, num_samples = self.samples_per_patch, shape[1]
+    if num_samples == 0 or num_samples % k:
+        lo, hi = num_samples // k * k, (num_samples // k + 1) * k
+        hint = f'trim to {lo} or pad to {hi}' if lo else f'pad to {hi}'
+        raise ValueError(f'`inputs` has {num_samples} samples (shape {shape}), not a positive multiple of '
+                         f'`samples_per_patch`={k}; {hint}')
 
-    def forward(self,
-                inputs: torch.Tensor,  # (B, S) or (B, S, 1) waveform, floating point
-                pos: torch.Tensor | None = None,  # unused; kept for the common preprocessor signature
-                network_input_is_1d: bool = True,  # unused; audio is always one-dimensional
-                interpolate_pos_encoding: bool = False,  # Fourier: nothing to do; trainable: refused
-               ) -> tuple[torch.Tensor, None, torch.Tensor]:  # (B, P, C), None, (B, P, k)
-        self._check_inputs(inputs)
-        batch_size = inputs.shape[0]
-        a = inputs.reshape(batch_size, -1, self.samples_per_patch)  # (B, P, k)
-        num_patches = a.shape[1]
-        if self.position_encoding_type == 'trainable':
-            rows = self.position_embeddings.position_embeddings.shape[0]
-            if interpolate_pos_encoding:
-                raise ValueError('interpolate_pos_encoding=True resizes 2-D tables; the audio preprocessor\'s trainable '
-                                 f'table is 1-D ({rows} patches) and is not resized')
-            if num_patches != rows:
-                raise ValueError(f'the trainable position table has {rows} rows (one per patch) but `inputs` has '
-                                 f'{inputs.shape[1]} samples = {num_patches} patches of `samples_per_patch`='
-                                 f'{self.samples_per_patch}; pass {rows * self.samples_per_patch} samples')
-            q = self.position_embeddings(batch_size)  # (B, P, c)
-        else:
-            # Fourier tables are built in float32 and cast; to the projection's dtype if there is one, as it reads them
-            dtype = self.positions_projection.weight.dtype if isinstance(self.positions_projection, nn.Linear) else a.dtype
-            q = self.position_embeddings((num_patches,), batch_size, device=a.device, dtype=dtype)  # (B, P, 2K+1)
-        q = self.positions_projection(q).to(a.dtype)
-        x = torch.cat([a, q], dim=-1) if self.concat_or_add_pos == 'concat' else a + q
-        return x, None, a
+@patch_to(PerceiverAudioPreprocessor)
+def forward(self,
+            inputs: torch.Tensor,  # (B, S) or (B, S, 1) waveform, floating point
+            pos: torch.Tensor | None = None,  # unused; kept for the common preprocessor signature
+            network_input_is_1d: bool = True,  # unused; audio is always one-dimensional
+            interpolate_pos_encoding: bool = False,  # Fourier: nothing to do; trainable: refused
+           ) -> tuple[torch.Tensor, None, torch.Tensor]:  # (B, P, C), None, (B, P, k)
+    self._check_inputs(inputs)
+    batch_size = inputs.shape[0]
+    a = inputs.reshape(batch_size, -1, self.samples_per_patch)  # (B, P, k)
+    num_patches = a.shape[1]
+    if self.position_encoding_type == 'trainable':
+        rows = self.position_embeddings.position_embeddings.shape[0]
+        if interpolate_pos_encoding:
+            raise ValueError('interpolate_pos_encoding=True resizes 2-D tables; the audio preprocessor\'s trainable '
+                             f'table is 1-D ({rows} patches) and is not resized')
+        if num_patches != rows:
+            raise ValueError(f'the trainable position table has {rows} rows (one per patch) but `inputs` has '
+                             f'{inputs.shape[1]} samples = {num_patches} patches of `samples_per_patch`='
+                             f'{self.samples_per_patch}; pass {rows * self.samples_per_patch} samples')
+        q = self.position_embeddings(batch_size)  # (B, P, c)
+    else:
+        # Fourier tables are built in float32 and cast; to the projection's dtype if there is one, as it reads them
+        dtype = self.positions_projection.weight.dtype if isinstance(self.positions_projection, nn.Linear) else a.dtype
+        q = self.position_embeddings((num_patches,), batch_size, device=a.device, dtype=dtype)  # (B, P, 2K+1)
+    q = self.positions_projection(q).to(a.dtype)
+    x = torch.cat([a, q], dim=-1) if self.concat_or_add_pos == 'concat' else a + q
+    return x, None, a

@@ -15,8 +15,8 @@ from torch import nn
 
 # %% ../../nbs/11_image_preprocessor.ipynb #6c822c81
 from ..config import PerceiverConfig
-from ..position import build_position_encoding
-from .text import AbstractPreprocessor
+from ..position import AbstractPreprocessor, _check_preprocessor_args, _preprocessor_positions
+from ..core import patch_to
 
 # %% ../../nbs/11_image_preprocessor.ipynb #c881d20c
 def _check_blocks(frames: torch.Tensor, temporal_block_size: int, spatial_block_size: int) -> None:
@@ -79,7 +79,6 @@ class Conv2DDownsample(nn.Module):
 
 # %% ../../nbs/11_image_preprocessor.ipynb #f7d27621
 _PREP_TYPES = ('conv', 'conv1x1', 'patches', 'pixels')
-_POSITION_KWARGS = ('trainable_position_encoding_kwargs', 'fourier_position_encoding_kwargs')
 
 # %% ../../nbs/11_image_preprocessor.ipynb #a64582d0
 def _is_power_of_4(n: int) -> bool:
@@ -89,6 +88,7 @@ def _is_power_of_4(n: int) -> bool:
 # %% ../../nbs/11_image_preprocessor.ipynb #d7c31618
 class PerceiverImagePreprocessor(AbstractPreprocessor):
     "Images (B, C, H, W) or videos (B, T, C, H, W) to an input array (B, M, C') with position encodings."
+
     def __init__(self,
                  config: PerceiverConfig,  # the model configuration (kept for the common preprocessor signature)
                  prep_type: str = 'conv',  # 'conv', 'conv1x1', 'patches' or 'pixels'
@@ -107,14 +107,8 @@ class PerceiverImagePreprocessor(AbstractPreprocessor):
         super().__init__()
         if prep_type not in _PREP_TYPES:
             raise ValueError(f'`prep_type` must be one of {list(_PREP_TYPES)}, got {prep_type!r}')
-        if concat_or_add_pos not in ('concat', 'add'):
-            raise ValueError(f"`concat_or_add_pos` must be one of ['concat', 'add'], got {concat_or_add_pos!r}")
-        for name, value in (('spatial_downsample', spatial_downsample), ('temporal_downsample', temporal_downsample)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'`{name}` must be a positive int, got {value!r}')
-        unknown = sorted(set(position_encoding_kwargs) - set(_POSITION_KWARGS))
-        if unknown:
-            raise ValueError(f'unexpected keyword arguments {unknown}; the position encoding takes {list(_POSITION_KWARGS)}')
+        _check_preprocessor_args(concat_or_add_pos, position_encoding_kwargs,
+                                 spatial_downsample=spatial_downsample, temporal_downsample=temporal_downsample)
         self.config = config
         self.in_channels, self.out_channels = in_channels, out_channels
         self.prep_type, self.position_encoding_type = prep_type, position_encoding_type
@@ -136,100 +130,103 @@ class PerceiverImagePreprocessor(AbstractPreprocessor):
                 raise ValueError(f"prep_type='conv1x1' does not downsample in time: `temporal_downsample` must be 1, got {temporal_downsample}")
             self.convnet_1x1 = nn.Conv2d(in_channels, out_channels, kernel_size=(1, 1), stride=(spatial_downsample, spatial_downsample))
 
-        self.position_embeddings, self.positions_projection = build_position_encoding(
-            position_encoding_type, out_channels=out_channels, project_pos_dim=project_pos_dim, **position_encoding_kwargs)
-        pe_width = self.position_embeddings.output_size()
-        if project_pos_dim > 0 and pe_width != out_channels:  # the projection's input width is out_channels (see 05)
-            raise ValueError(f'project_pos_dim={project_pos_dim} projects from `out_channels`={out_channels} channels, '
-                             f'but the position encoding has {pe_width}; make them equal')
+        self.position_embeddings, self.positions_projection = _preprocessor_positions(
+            position_encoding_type, out_channels, project_pos_dim, position_encoding_kwargs)  # checks the widths (see 05)
         self.conv_after_patches = nn.Linear(conv_after_patching_in_channels, out_channels) if conv_after_patching else nn.Identity()
 
     @property
     def _is_temporal(self) -> bool: return self.position_embeddings.num_dimensions > 2
 
-    @property
-    def num_channels(self) -> int:
-        "Width C' of the returned array: feature channels plus position channels (or the position channels for 'add')."
-        pos_dim = self.project_pos_dim if self.project_pos_dim > 0 else self.position_embeddings.output_size()
-        if self.concat_or_add_pos == 'add': return pos_dim
-        if self.prep_type in ('conv', 'conv1x1') or self.conv_after_patching: inp_dim = self.out_channels
-        elif self.prep_type == 'pixels': inp_dim = self.in_channels  # the reference: ceil(in_channels / s) for images
-        else: inp_dim = self.in_channels * self.spatial_downsample ** 2 * (self.temporal_downsample if self._is_temporal else 1)
-        return inp_dim + pos_dim
+# %% ../../nbs/11_image_preprocessor.ipynb #8c6023b1
+@patch_to(PerceiverImagePreprocessor, as_prop=True)
+def num_channels(self) -> int:
+    "Width C' of the returned array: feature channels plus position channels (or the position channels for 'add')."
+    pos_dim = self.project_pos_dim if self.project_pos_dim > 0 else self.position_embeddings.output_size()
+    if self.concat_or_add_pos == 'add': return pos_dim
+    if self.prep_type in ('conv', 'conv1x1') or self.conv_after_patching: inp_dim = self.out_channels
+    elif self.prep_type == 'pixels': inp_dim = self.in_channels  # the reference: ceil(in_channels / s) for images
+    else: inp_dim = self.in_channels * self.spatial_downsample ** 2 * (self.temporal_downsample if self._is_temporal else 1)
+    return inp_dim + pos_dim
 
-    def _check_inputs(self, inputs: torch.Tensor) -> None:
-        "Rank, channel count and divisibility of the channels-first input, with the argument to change."
-        if inputs.ndim not in (4, 5):
-            raise ValueError(f'`inputs` must have 4 dimensions (B, C, H, W) or 5 dimensions (B, T, C, H, W), '
-                             f'got {inputs.ndim} dimensions with shape {tuple(inputs.shape)}')
-        if not inputs.is_floating_point():
-            raise TypeError(f'`inputs` must be floating-point pixel values (normalized as PerceiverImageProcessor returns '
-                            f'them), got {inputs.dtype}; convert integer images with the image processor')
-        if self.prep_type == 'conv' and min(inputs.shape[-2:]) < 5:  # stride-2 conv, then a 3×3 max-pool without padding
-            raise ValueError(f"`inputs` must be at least 5×5 pixels for prep_type='conv' (its stem halves the image, then "
-                             f'pools 3×3 windows), got {inputs.shape[-2]}×{inputs.shape[-1]}')
-        channels = inputs.shape[-3]
-        if not (self.prep_type == 'patches' and self.conv_after_patching) and channels != self.in_channels:
-            raise ValueError(f'`inputs` has {channels} channels (axis {inputs.ndim - 3} of shape {tuple(inputs.shape)}) '
-                             f'but the preprocessor was built with `in_channels`={self.in_channels}')
-        if self.prep_type == 'patches':
-            t, s = self.temporal_downsample, self.spatial_downsample
-            sizes = dict(zip(('time', 'height', 'width'), inputs.shape[1:2] + inputs.shape[-2:])) if inputs.ndim == 5 \
-                else dict(zip(('height', 'width'), inputs.shape[-2:]))
-            for axis, n in sizes.items():
-                name, block = ('temporal_downsample', t) if axis == 'time' else ('spatial_downsample', s)
-                if n % block:
-                    raise ValueError(f'`inputs` {axis} {n} must be divisible by `{name}`={block} with prep_type=\'patches\' '
-                                     f'(shape {tuple(inputs.shape)})')
+@patch_to(PerceiverImagePreprocessor)
+def _check_inputs(self, inputs: torch.Tensor) -> None:
+    "Rank, channel count and divisibility of the channels-first input, with the argument to change."
+    if inputs.ndim not in (4, 5):
+        raise ValueError(f'`inputs` must have 4 dimensions (B, C, H, W) or 5 dimensions (B, T, C, H, W), '
+                         f'got {inputs.ndim} dimensions with shape {tuple(inputs.shape)}')
+    if not inputs.is_floating_point():
+        raise TypeError(f'`inputs` must be floating-point pixel values (normalized as PerceiverImageProcessor returns '
+                        f'them), got {inputs.dtype}; convert integer images with the image processor')
+    if self.prep_type == 'conv' and min(inputs.shape[-2:]) < 5:  # stride-2 conv, then a 3×3 max-pool without padding
+        raise ValueError(f"`inputs` must be at least 5×5 pixels for prep_type='conv' (its stem halves the image, then "
+                         f'pools 3×3 windows), got {inputs.shape[-2]}×{inputs.shape[-1]}')
+    channels = inputs.shape[-3]
+    if not (self.prep_type == 'patches' and self.conv_after_patching) and channels != self.in_channels:
+        raise ValueError(f'`inputs` has {channels} channels (axis {inputs.ndim - 3} of shape {tuple(inputs.shape)}) '
+                         f'but the preprocessor was built with `in_channels`={self.in_channels}')
+    if self.prep_type == 'patches':
+        t, s = self.temporal_downsample, self.spatial_downsample
+        sizes = dict(zip(('time', 'height', 'width'), inputs.shape[1:2] + inputs.shape[-2:])) if inputs.ndim == 5 \
+            else dict(zip(('height', 'width'), inputs.shape[-2:]))
+        for axis, n in sizes.items():
+            name, block = ('temporal_downsample', t) if axis == 'time' else ('spatial_downsample', s)
+            if n % block:
+                raise ValueError(f'`inputs` {axis} {n} must be divisible by `{name}`={block} with prep_type=\'patches\' '
+                                 f'(shape {tuple(inputs.shape)})')
 
-    def _featurize(self, inputs: torch.Tensor) -> torch.Tensor:
-        "The prep_type's features as a channels-last grid: (B, H', W', C) or (B, T', H', W', C)."
-        s, t = self.spatial_downsample, self.temporal_downsample
-        if self.prep_type == 'patches':
-            x = space_to_depth(inputs, temporal_block_size=t, spatial_block_size=s)  # channels last
-            if x.ndim == 5 and x.shape[1] == 1 and self.position_embeddings.num_dimensions != 3:
-                x = x.squeeze(1)  # one frame group and 2-D positions: an image (optical flow's two frames)
-            if self.conv_after_patching and x.shape[-1] != self.conv_after_patching_in_channels:
-                raise ValueError(f'the patches have {x.shape[-1]} channels (t·s·s·C = {t if inputs.ndim == 5 else 1}·{s}·{s}·'
-                                 f'{inputs.shape[-3]}) but `conv_after_patching_in_channels`={self.conv_after_patching_in_channels}')
-            return self.conv_after_patches(x)
-        if self.prep_type in ('conv', 'conv1x1'):
-            conv = self.convnet if self.prep_type == 'conv' else self.convnet_1x1
-            # a video's frames go through the 2-D convolution one by one, folded into the batch
-            x = conv(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2]) if inputs.ndim == 5 else conv(inputs)
-        elif inputs.ndim == 4: x = inputs[:, :, ::s, ::s]  # the reference strides batch and channels here
-        else: x = inputs[:, ::t, :, ::s, ::s]
-        return x.movedim(-3, -1)  # channels last
+# %% ../../nbs/11_image_preprocessor.ipynb #baaae449
+@patch_to(PerceiverImagePreprocessor)
+def _featurize(self, inputs: torch.Tensor) -> torch.Tensor:
+    "The prep_type's features as a channels-last grid: (B, H', W', C) or (B, T', H', W', C)."
+    s, t = self.spatial_downsample, self.temporal_downsample
+    if self.prep_type == 'patches':
+        x = space_to_depth(inputs, temporal_block_size=t, spatial_block_size=s)  # channels last
+        if x.ndim == 5 and x.shape[1] == 1 and self.position_embeddings.num_dimensions != 3:
+            x = x.squeeze(1)  # one frame group and 2-D positions: an image (optical flow's two frames)
+        if self.conv_after_patching and x.shape[-1] != self.conv_after_patching_in_channels:
+            raise ValueError(f'the patches have {x.shape[-1]} channels (t·s·s·C = {t if inputs.ndim == 5 else 1}·{s}·{s}·'
+                             f'{inputs.shape[-3]}) but `conv_after_patching_in_channels`={self.conv_after_patching_in_channels}')
+        return self.conv_after_patches(x)
+    if self.prep_type in ('conv', 'conv1x1'):
+        conv = self.convnet if self.prep_type == 'conv' else self.convnet_1x1
+        # a video's frames go through the 2-D convolution one by one, folded into the batch
+        x = conv(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2]) if inputs.ndim == 5 else conv(inputs)
+    elif inputs.ndim == 4: x = inputs[:, :, ::s, ::s]  # the reference strides batch and channels here
+    else: x = inputs[:, ::t, :, ::s, ::s]
+    return x.movedim(-3, -1)  # channels last
 
-    def _build_network_inputs(self,
-                              inputs: torch.Tensor,  # (B, *grid, C) channels-last features
-                              network_input_is_1d: bool = True,  # flatten the grid to M rows
-                              interpolate_pos_encoding: bool = False,  # resize a trainable table to the grid
-                             ) -> tuple[torch.Tensor, torch.Tensor]:  # with positions, without
-        "Flatten the grid and join the position encoding to the features."
-        batch_size, grid = inputs.shape[0], tuple(inputs.shape[1:-1])
-        if network_input_is_1d: inputs = inputs.reshape(batch_size, math.prod(grid), inputs.shape[-1])  # (B, M, C)
-        if self.position_encoding_type == 'trainable':
-            if interpolate_pos_encoding and len(grid) != 2:
-                raise ValueError(f'interpolate_pos_encoding=True resizes the trainable table to a 2-D grid, but the '
-                                 f'input grid {grid} has {len(grid)} dimensions')
-            pos = self.position_embeddings(batch_size, interpolate_pos_encoding, input_size=grid)
-        else:
-            pos = self.position_embeddings(grid, batch_size, device=inputs.device, dtype=inputs.dtype)
-        pos = self.positions_projection(pos)  # (B, M, pos_dim)
-        if not network_input_is_1d: pos = pos.reshape(*inputs.shape[:-1], -1)
-        if self.concat_or_add_pos == 'concat': return torch.cat([inputs, pos], dim=-1), inputs
-        if pos.shape[-1] != inputs.shape[-1]:
-            raise ValueError(f"concat_or_add_pos='add' needs positions as wide as the features: {pos.shape[-1]} position "
-                             f"channels, {inputs.shape[-1]} feature channels; set `project_pos_dim`={inputs.shape[-1]}")
-        return inputs + pos, inputs
+@patch_to(PerceiverImagePreprocessor)
+def _build_network_inputs(self,
+                          inputs: torch.Tensor,  # (B, *grid, C) channels-last features
+                          network_input_is_1d: bool = True,  # flatten the grid to M rows
+                          interpolate_pos_encoding: bool = False,  # resize a trainable table to the grid
+                         ) -> tuple[torch.Tensor, torch.Tensor]:  # with positions, without
+    "Flatten the grid and join the position encoding to the features."
+    batch_size, grid = inputs.shape[0], tuple(inputs.shape[1:-1])
+    if network_input_is_1d: inputs = inputs.reshape(batch_size, math.prod(grid), inputs.shape[-1])  # (B, M, C)
+    if self.position_encoding_type == 'trainable':
+        if interpolate_pos_encoding and len(grid) != 2:
+            raise ValueError(f'interpolate_pos_encoding=True resizes the trainable table to a 2-D grid, but the '
+                             f'input grid {grid} has {len(grid)} dimensions')
+        pos = self.position_embeddings(batch_size, interpolate_pos_encoding, input_size=grid)
+    else:
+        pos = self.position_embeddings(grid, batch_size, device=inputs.device, dtype=inputs.dtype)
+    pos = self.positions_projection(pos)  # (B, M, pos_dim)
+    if not network_input_is_1d: pos = pos.reshape(*inputs.shape[:-1], -1)
+    if self.concat_or_add_pos == 'concat': return torch.cat([inputs, pos], dim=-1), inputs
+    if pos.shape[-1] != inputs.shape[-1]:
+        raise ValueError(f"concat_or_add_pos='add' needs positions as wide as the features: {pos.shape[-1]} position "
+                         f"channels, {inputs.shape[-1]} feature channels; set `project_pos_dim`={inputs.shape[-1]}")
+    return inputs + pos, inputs
 
-    def forward(self,
-                inputs: torch.Tensor,  # (B, C, H, W) images or (B, T, C, H, W) videos, channels first
-                pos: torch.Tensor | None = None,  # unused; kept for the common preprocessor signature
-                network_input_is_1d: bool = True,  # flatten the grid to M rows (False keeps it)
-                interpolate_pos_encoding: bool = False,  # resize a trainable table to this input's grid
-               ) -> tuple[torch.Tensor, None, torch.Tensor]:  # (B, M, C'), None, (B, M, C_features)
-        self._check_inputs(inputs)
-        x, x_without_pos = self._build_network_inputs(self._featurize(inputs), network_input_is_1d, interpolate_pos_encoding)
-        return x, None, x_without_pos
+# %% ../../nbs/11_image_preprocessor.ipynb #b2442b9a
+@patch_to(PerceiverImagePreprocessor)
+def forward(self,
+            inputs: torch.Tensor,  # (B, C, H, W) images or (B, T, C, H, W) videos, channels first
+            pos: torch.Tensor | None = None,  # unused; kept for the common preprocessor signature
+            network_input_is_1d: bool = True,  # flatten the grid to M rows (False keeps it)
+            interpolate_pos_encoding: bool = False,  # resize a trainable table to this input's grid
+           ) -> tuple[torch.Tensor, None, torch.Tensor]:  # (B, M, C'), None, (B, M, C_features)
+    self._check_inputs(inputs)
+    x, x_without_pos = self._build_network_inputs(self._featurize(inputs), network_input_is_1d, interpolate_pos_encoding)
+    return x, None, x_without_pos

@@ -17,7 +17,8 @@ from torch import nn
 import matplotlib.pyplot as plt
 
 # %% ../../nbs/14_multimodal_preprocessor.ipynb #4d4e15dd
-from .text import AbstractPreprocessor
+from ..position import AbstractPreprocessor
+from ..core import patch_to
 
 # %% ../../nbs/14_multimodal_preprocessor.ipynb #bd5a5490
 def _frames_uint8(video: torch.Tensor | np.ndarray,  # (T, C, H, W) with C in {1, 3}, or (T, H, W)
@@ -88,6 +89,7 @@ def _check_modality_name(name) -> None:
 # %% ../../nbs/14_multimodal_preprocessor.ipynb #2488f75a
 class PerceiverMultimodalPreprocessor(AbstractPreprocessor):
     "Preprocess each modality, pad its rows to a common width with a learned vector, mask, concatenate in sorted-name order."
+
     def __init__(self,
                  modalities: Mapping[str, AbstractPreprocessor],  # {name: preprocessor with a `num_channels` property}
                  mask_probs: Mapping[str, float] | None = None,  # {name: probability that a row is replaced by the mask token}
@@ -137,37 +139,39 @@ class PerceiverMultimodalPreprocessor(AbstractPreprocessor):
                              + (f'missing {missing}' if missing else '') + ('; ' if missing and extra else '')
                              + (f'unexpected {extra}' if extra else ''))
 
-    def forward(self,
-                inputs: Mapping[str, torch.Tensor],  # {modality: that modality's raw input}
-                pos: torch.Tensor | None = None,  # passed on to every modality's preprocessor
-                network_input_is_1d: bool = True,  # passed on to every modality's preprocessor
-                interpolate_pos_encoding: bool = False,  # passed on (only when True) to every modality's preprocessor
-               ) -> tuple[torch.Tensor, dict[str, int], dict[str, torch.Tensor]]:  # (B, M, C), {m: M_m}, {m: without positions}
-        self._check_inputs(inputs)
-        outputs, without_pos, modality_sizes, masks = {}, {}, {}, {}
-        extra = dict(interpolate_pos_encoding=True) if interpolate_pos_encoding else {}
-        for name, prep in self.modalities.items():  # the reference's order: it decides which mask draw goes where
-            x, _, without_pos[name] = prep(inputs[name], pos=pos, network_input_is_1d=network_input_is_1d, **extra)
-            if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != prep.num_channels:
-                raise ValueError(f'modality {name!r}: its preprocessor must return (B, M, {prep.num_channels}) '
-                                 f'(its num_channels), got shape {tuple(getattr(x, "shape", ()))}')
-            outputs[name], modality_sizes[name] = x, x.shape[1]
-            if name in self.mask_probs:
-                # float32 draws over (B, M_m) from the global generator, as the reference makes them (in eval mode too)
-                p = float(self.mask_probs[name])
-                draws = torch.bernoulli(torch.full(x.shape[:2], p, device=x.device))
-                if p > 0: masks[name] = draws[..., None].bool()  # p = 0 draws only zeros: nothing to replace
-        batch_sizes = {name: x.shape[0] for name, x in outputs.items()}
-        if not torch.jit.is_tracing() and len(set(batch_sizes.values())) > 1:  # traced sizes are tensors
-            raise ValueError(f'every modality must have the same batch size, got {batch_sizes}')
-        dtype = functools.reduce(torch.promote_types, (x.dtype for x in outputs.values()))
-        first = next(iter(outputs.values()))
-        out = first.new_empty(first.shape[0], sum(modality_sizes.values()), self.num_channels, dtype=dtype)  # (B, M, C)
-        start = 0
-        for name in sorted(outputs):  # written once, in sorted-name order
-            x, rows = outputs[name], slice(start, start + modality_sizes[name])
-            out[:, rows, :x.shape[-1]] = x
-            out[:, rows, x.shape[-1]:] = self.padding[name]  # (1, C - C_m), broadcast over batch and rows
-            if name in masks: out[:, rows] = torch.where(masks[name], self.mask[name].to(dtype), out[:, rows])
-            start += modality_sizes[name]
-        return out, modality_sizes, without_pos
+# %% ../../nbs/14_multimodal_preprocessor.ipynb #c408b5e6
+@patch_to(PerceiverMultimodalPreprocessor)
+def forward(self,
+            inputs: Mapping[str, torch.Tensor],  # {modality: that modality's raw input}
+            pos: torch.Tensor | None = None,  # passed on to every modality's preprocessor
+            network_input_is_1d: bool = True,  # passed on to every modality's preprocessor
+            interpolate_pos_encoding: bool = False,  # passed on (only when True) to every modality's preprocessor
+           ) -> tuple[torch.Tensor, dict[str, int], dict[str, torch.Tensor]]:  # (B, M, C), {m: M_m}, {m: without positions}
+    self._check_inputs(inputs)
+    outputs, without_pos, modality_sizes, masks = {}, {}, {}, {}
+    extra = dict(interpolate_pos_encoding=True) if interpolate_pos_encoding else {}
+    for name, prep in self.modalities.items():  # the reference's order: it decides which mask draw goes where
+        x, _, without_pos[name] = prep(inputs[name], pos=pos, network_input_is_1d=network_input_is_1d, **extra)
+        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != prep.num_channels:
+            raise ValueError(f'modality {name!r}: its preprocessor must return (B, M, {prep.num_channels}) '
+                             f'(its num_channels), got shape {tuple(getattr(x, "shape", ()))}')
+        outputs[name], modality_sizes[name] = x, x.shape[1]
+        if name in self.mask_probs:
+            # float32 draws over (B, M_m) from the global generator, as the reference makes them (in eval mode too)
+            p = float(self.mask_probs[name])
+            draws = torch.bernoulli(torch.full(x.shape[:2], p, device=x.device))
+            if p > 0: masks[name] = draws[..., None].bool()  # p = 0 draws only zeros: nothing to replace
+    batch_sizes = {name: x.shape[0] for name, x in outputs.items()}
+    if not torch.jit.is_tracing() and len(set(batch_sizes.values())) > 1:  # traced sizes are tensors
+        raise ValueError(f'every modality must have the same batch size, got {batch_sizes}')
+    dtype = functools.reduce(torch.promote_types, (x.dtype for x in outputs.values()))
+    first = next(iter(outputs.values()))
+    out = first.new_empty(first.shape[0], sum(modality_sizes.values()), self.num_channels, dtype=dtype)  # (B, M, C)
+    start = 0
+    for name in sorted(outputs):  # written once, in sorted-name order
+        x, rows = outputs[name], slice(start, start + modality_sizes[name])
+        out[:, rows, :x.shape[-1]] = x
+        out[:, rows, x.shape[-1]:] = self.padding[name]  # (1, C - C_m), broadcast over batch and rows
+        if name in masks: out[:, rows] = torch.where(masks[name], self.mask[name].to(dtype), out[:, rows])
+        start += modality_sizes[name]
+    return out, modality_sizes, without_pos

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 # %% ../../nbs/13_onehot_preprocessor.ipynb #7b3d5972
 from ..core import check_range
 from ..config import PerceiverConfig
-from .text import AbstractPreprocessor
+from ..position import AbstractPreprocessor
 
 # %% ../../nbs/13_onehot_preprocessor.ipynb #d009e975
 class PerceiverOneHotPreprocessor(AbstractPreprocessor):

@@ -8,19 +8,14 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['AbstractPreprocessor', 'PerceiverTextPreprocessor']
+__all__ = ['PerceiverTextPreprocessor']
 
 # %% ../../nbs/10_text_preprocessor.ipynb #a1950b60
 from ..core import check_shape, check_range
 from ..config import PerceiverConfig
 
 # %% ../../nbs/10_text_preprocessor.ipynb #bd12556b
-class AbstractPreprocessor(nn.Module):
-    "Base class of the preprocessors: `forward` returns (inputs, modality_sizes, inputs_without_pos)."
-    @property
-    def num_channels(self) -> int:
-        "Width $C$ of the arrays this preprocessor returns."
-        raise NotImplementedError
+from ..position import AbstractPreprocessor  # defined with the position encodings; re-exported here
 
 # %% ../../nbs/10_text_preprocessor.ipynb #70ea9c1c
 class PerceiverTextPreprocessor(AbstractPreprocessor):

@@ -21,7 +21,7 @@ from ..weights import PerceiverPreTrainedModel
 from ..preprocessors.image import PerceiverImagePreprocessor
 from ..decoders.classification import PerceiverClassificationDecoder
 from ..model import PerceiverModel
-from .text import _classification_loss, _check_classification_labels, _problem_type
+from ..model import _classifier_forward
 from ..core import check_float_dtype, set_seed, warmup_cosine, num_threads
 
 # %% ../../nbs/32_task_image.ipynb #1eb4ab57
@@ -60,16 +60,9 @@ class _PerceiverImageClassifier(PerceiverPreTrainedModel):
                 interpolate_pos_encoding: bool = False,  # resize a learned position table to this image size
                ) -> PerceiverClassifierOutput | tuple:
         inputs = _pick_pixels(inputs, pixel_values, self.dtype)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        if labels is not None:  # refused before the model runs
-            _check_classification_labels(_problem_type(self.config, labels) if isinstance(labels, torch.Tensor) else None,
-                                         labels, inputs.shape[0], self.config.num_labels, self.dtype)
-        out = self.perceiver(inputs, attention_mask=attention_mask, output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding)
-        loss = None if labels is None else _classification_loss(self.config, out.logits, labels)
-        res = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
-                                        attentions=out.attentions, cross_attentions=out.cross_attentions)
-        return res if return_dict else res.to_tuple()
+        return _classifier_forward(self, inputs, labels, return_dict, attention_mask=attention_mask,
+                                   output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                   interpolate_pos_encoding=interpolate_pos_encoding)
 
 # %% ../../nbs/32_task_image.ipynb #7ab58c97
 class PerceiverForImageClassificationLearned(_PerceiverImageClassifier):

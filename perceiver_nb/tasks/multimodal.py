@@ -33,6 +33,7 @@ from ..decoders.multimodal import PerceiverMultimodalDecoder
 from ..postprocessors import (PerceiverAudioPostprocessor, PerceiverProjectionPostprocessor,
                                          PerceiverClassificationPostprocessor, PerceiverMultimodalPostprocessor)
 from ..model import PerceiverModel
+from ..core import patch_to
 
 # %% ../../nbs/34_task_multimodal.ipynb #3bd85fbf
 PAPER_LOSS_WEIGHTS: dict[str, float] = {'image': 0.03, 'audio': 1.0, 'label': 1e-4}
@@ -40,6 +41,7 @@ PAPER_LOSS_WEIGHTS: dict[str, float] = {'image': 0.03, 'audio': 1.0, 'label': 1e
 # %% ../../nbs/34_task_multimodal.ipynb #8e0cd6bf
 class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
     "Perceiver IO autoencoder of video, audio and a class label (Kinetics-700): transformers' model, decodable in one go or in chunks."
+
     def __init__(self, config: PerceiverConfig):  # uses num_frames, audio_samples_per_frame, samples_per_patch, image_size, output_shape, output_num_channels, num_labels
         super().__init__(config)
         n_audio_samples = config.num_frames * config.audio_samples_per_frame
@@ -88,52 +90,55 @@ class PerceiverForMultimodalAutoencoding(PerceiverPreTrainedModel):
         full = decoder.output_sizes()
         return {m: (range(full[m]) if given.get(m) is None else given[m]) for m in sorted(decoder.modalities)}
 
-    def forward(self,
-                inputs: Mapping[str, torch.Tensor] | None = None,  # {'image': (B, T, 3, H, W), 'audio': (B, S, 1), 'label': (B, L) or (B,)}
-                attention_mask: torch.Tensor | None = None,  # (B, M) over the preprocessed rows; rarely useful
-                subsampled_output_points: Mapping | None = None,  # {modality: flat indices, range or None (all)}
-                output_attentions: bool | None = None,  # also return attention probabilities
-                output_hidden_states: bool | None = None,  # also return the latents before every layer
-                labels: torch.Tensor | None = None,  # (B,) class ids: adds the autoencoding loss (inputs are the other targets)
-                return_dict: bool | None = None,  # False: a tuple
-               ) -> PerceiverClassifierOutput | tuple:
-        "Reconstruct the asked-for outputs of every modality (all of them by default); with `labels`, the autoencoding loss."
-        if inputs is None: raise ValueError('pass the clip as `inputs`, a dict {modality: tensor}')
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        points = self._all_points(subsampled_output_points)
-        out = self.perceiver(self._cast(inputs), attention_mask=attention_mask, subsampled_output_points=points,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        loss = None
-        if labels is not None:
-            targets = self.autoencoding_targets(inputs, labels, points)
-            loss = autoencoding_loss(out.logits, targets, self.loss_weights)
-        res = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
-                                        attentions=out.attentions, cross_attentions=out.cross_attentions)
-        return res if return_dict else res.to_tuple()
+# %% ../../nbs/34_task_multimodal.ipynb #6b9841b7
+@patch_to(PerceiverForMultimodalAutoencoding)
+def forward(self,
+            inputs: Mapping[str, torch.Tensor] | None = None,  # {'image': (B, T, 3, H, W), 'audio': (B, S, 1), 'label': (B, L) or (B,)}
+            attention_mask: torch.Tensor | None = None,  # (B, M) over the preprocessed rows; rarely useful
+            subsampled_output_points: Mapping | None = None,  # {modality: flat indices, range or None (all)}
+            output_attentions: bool | None = None,  # also return attention probabilities
+            output_hidden_states: bool | None = None,  # also return the latents before every layer
+            labels: torch.Tensor | None = None,  # (B,) class ids: adds the autoencoding loss (inputs are the other targets)
+            return_dict: bool | None = None,  # False: a tuple
+           ) -> PerceiverClassifierOutput | tuple:
+    "Reconstruct the asked-for outputs of every modality (all of them by default); with `labels`, the autoencoding loss."
+    if inputs is None: raise ValueError('pass the clip as `inputs`, a dict {modality: tensor}')
+    return_dict = self.config.return_dict if return_dict is None else return_dict
+    points = self._all_points(subsampled_output_points)
+    out = self.perceiver(self._cast(inputs), attention_mask=attention_mask, subsampled_output_points=points,
+                         output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    loss = None
+    if labels is not None:
+        targets = self.autoencoding_targets(inputs, labels, points)
+        loss = autoencoding_loss(out.logits, targets, self.loss_weights)
+    res = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
+                                    attentions=out.attentions, cross_attentions=out.cross_attentions)
+    return res if return_dict else res.to_tuple()
 
-    def autoencoding_targets(self,
-                             inputs: Mapping[str, torch.Tensor],  # the clip, as passed to `forward`
-                             labels: torch.Tensor,  # (B,) class ids
-                             subsampled_output_points: Mapping | None = None,  # the points decoded
-                            ) -> dict[str, torch.Tensor]:  # each modality's target in the layout of `logits`
-        "What each output should be: the input pixels and samples at the decoded points, and the class ids."
-        points = self._all_points(subsampled_output_points)
-        targets = {}
-        for name, dec in self.perceiver.decoder.modalities.items():
-            p = points[name]
-            idx = torch.arange(p.start, p.stop) if isinstance(p, range) else p
-            if isinstance(dec, PerceiverClassificationDecoder):
-                targets[name] = _check_class_ids(labels, 'labels', dec.num_labels, inputs_batch=_batch_size(inputs))
-                continue
-            x = inputs[name]
-            if isinstance(dec, PerceiverBasicVideoAutoencodingDecoder):  # (B, T, C, H, W) -> (B, T·H·W, C) rows
-                rows = x.permute(0, 1, 3, 4, 2).reshape(x.shape[0], -1, x.shape[2])
-                targets[name] = rows[:, idx.to(x.device)]
-            else:  # audio: (B, S, 1) -> patches (B, S/k, k) -> the chosen patches, flat
-                k = self.config.samples_per_patch
-                patches = x.reshape(x.shape[0], -1, k)
-                targets[name] = patches[:, idx.to(x.device)].reshape(x.shape[0], -1)
-        return targets
+@patch_to(PerceiverForMultimodalAutoencoding)
+def autoencoding_targets(self,
+                         inputs: Mapping[str, torch.Tensor],  # the clip, as passed to `forward`
+                         labels: torch.Tensor,  # (B,) class ids
+                         subsampled_output_points: Mapping | None = None,  # the points decoded
+                        ) -> dict[str, torch.Tensor]:  # each modality's target in the layout of `logits`
+    "What each output should be: the input pixels and samples at the decoded points, and the class ids."
+    points = self._all_points(subsampled_output_points)
+    targets = {}
+    for name, dec in self.perceiver.decoder.modalities.items():
+        p = points[name]
+        idx = torch.arange(p.start, p.stop) if isinstance(p, range) else p
+        if isinstance(dec, PerceiverClassificationDecoder):
+            targets[name] = _check_class_ids(labels, 'labels', dec.num_labels, inputs_batch=_batch_size(inputs))
+            continue
+        x = inputs[name]
+        if isinstance(dec, PerceiverBasicVideoAutoencodingDecoder):  # (B, T, C, H, W) -> (B, T·H·W, C) rows
+            rows = x.permute(0, 1, 3, 4, 2).reshape(x.shape[0], -1, x.shape[2])
+            targets[name] = rows[:, idx.to(x.device)]
+        else:  # audio: (B, S, 1) -> patches (B, S/k, k) -> the chosen patches, flat
+            k = self.config.samples_per_patch
+            patches = x.reshape(x.shape[0], -1, k)
+            targets[name] = patches[:, idx.to(x.device)].reshape(x.shape[0], -1)
+    return targets
 
 # %% ../../nbs/34_task_multimodal.ipynb #a5bafda5
 def _batch_size(inputs) -> int | None:
@@ -182,7 +187,7 @@ class _Encoded:
     modality_sizes: dict  # {modality: M_m}
     inputs_without_pos: dict | None
 
-
+# %% ../../nbs/34_task_multimodal.ipynb #ccdaa125
 def _encode(model: PerceiverForMultimodalAutoencoding, inputs, attention_mask=None) -> _Encoded:
     "Preprocess and encode once, as `PerceiverModel.forward` does before decoding."
     p = model.perceiver
@@ -194,7 +199,6 @@ def _encode(model: PerceiverForMultimodalAutoencoding, inputs, attention_mask=No
     z = p.encoder(p.embeddings(batch_size=B), inputs=x, inputs_mask=attention_mask).last_hidden_state
     return _Encoded(z, x, sizes, without_pos)
 
-
 def _default_chunk_size(model, batch_size: int, device: torch.device, dtype: torch.dtype) -> int:
     "Queries per decoder call: a quarter of the free GPU memory, or 16,384 per example on the CPU."
     if device.type != 'cuda': return max(1, 16384 // batch_size)
@@ -203,7 +207,6 @@ def _default_chunk_size(model, batch_size: int, device: torch.device, dtype: tor
     per_query = torch.finfo(dtype).bits // 8 * batch_size * (6 * E + 2 * N + 3 * D + 2 * C) * 2  # activations, with slack
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, int(free // 4 // per_query))
-
 
 def _chunk_points(sizes: dict, start: int, stop: int) -> dict:
     "The range of each modality (sorted-name order, concatenated) that falls in the flat query block [start, stop)."
@@ -214,7 +217,7 @@ def _chunk_points(sizes: dict, start: int, stop: int) -> dict:
         offset += sizes[name]
     return points
 
-
+# %% ../../nbs/34_task_multimodal.ipynb #920cbe68
 @torch.no_grad()
 def reconstruct(model: PerceiverForMultimodalAutoencoding,  # in eval mode, normally
                 inputs: Mapping[str, torch.Tensor],  # {'image': (B, T, 3, H, W), 'audio': (B, S, 1), 'label': (B, L) or (B,)}
@@ -246,7 +249,6 @@ def reconstruct(model: PerceiverForMultimodalAutoencoding,  # in eval mode, norm
             offset += n
     return {name: _input_layout(model, name, torch.cat(parts, dim=1))
             for name, parts in pieces.items()}
-
 
 def _input_layout(model, name: str, out: torch.Tensor) -> torch.Tensor:
     "A modality's decoded output in the layout its input came in."

@@ -15,6 +15,7 @@ __all__ = ['DEMO_SENTENCES', 'PerceiverForMaskedLM', 'PerceiverForSequenceClassi
 # %% ../../nbs/31_task_text.ipynb #e945f1cf
 from tqdm.auto import tqdm
 from ..core import check_shape, checking_values, set_seed, warmup_cosine, num_threads
+from ..model import _check_class_ids, _problem_type, _check_classification_labels, _classification_loss, _classifier_forward
 from ..tokenizer import PerceiverTokenizer
 from ..config import PerceiverConfig
 from ..outputs import PerceiverMaskedLMOutput, PerceiverClassifierOutput
@@ -30,22 +31,6 @@ def _pick_inputs(inputs, input_ids):
     if inputs is not None and input_ids is not None: raise ValueError('You cannot use both `inputs` and `input_ids`')
     if inputs is None and input_ids is None: raise ValueError('pass the token ids as `inputs` or `input_ids`')
     return input_ids if inputs is None else inputs
-
-# %% ../../nbs/31_task_text.ipynb #f4a2acda
-def _check_class_ids(labels: torch.Tensor,  # integer class ids, -100 = ignore
-                     num_classes: int,  # L: ids lie in [0, L)
-                     what: str,  # what the ids name, for the message ('byte ids', 'class ids')
-                    ) -> None:
-    "Raise unless `labels` holds integer ids in [0, num_classes) or -100, not all of them -100."
-    if not isinstance(labels, torch.Tensor): raise TypeError(f'`labels` must be a torch.Tensor, got {type(labels).__name__}')
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f'`labels` must hold integer {what} (torch.long), got dtype {labels.dtype}')
-    if not checking_values() or labels.numel() == 0: return
-    bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_classes))]
-    if bad.numel(): raise ValueError(f'`labels` must be {what} in [0, {num_classes}) or -100 (ignored), got {bad[0].item()}')
-    if bool((labels == -100).all()):
-        raise ValueError('every entry of `labels` is -100 (ignored): the mean loss over no positions would be NaN; '
-                         'label at least one position, or leave `labels` out')
 
 # %% ../../nbs/31_task_text.ipynb #b4b9d923
 class PerceiverForMaskedLM(PerceiverPreTrainedModel):
@@ -89,56 +74,6 @@ class PerceiverForMaskedLM(PerceiverPreTrainedModel):
                                       attentions=out.attentions, cross_attentions=out.cross_attentions)
         return res if return_dict else res.to_tuple()
 
-# %% ../../nbs/31_task_text.ipynb #1bb698ae
-def _problem_type(config: PerceiverConfig, labels: torch.Tensor) -> str:
-    "The configured `problem_type`, else transformers' rule: one label regresses, integer labels classify, float ones tag."
-    if config.problem_type is not None: return config.problem_type
-    if config.num_labels == 1: return 'regression'
-    return 'multi_label_classification' if labels.is_floating_point() else 'single_label_classification'
-
-def _check_classification_labels(problem: str,  # the problem type the labels are read for
-                                 labels: torch.Tensor,  # what the caller passed as `labels`
-                                 batch_size: int,  # B
-                                 num_labels: int,  # L
-                                 dtype: torch.dtype,  # the logits' dtype, which float labels must share
-                                ) -> None:
-    "Raise, naming `labels`, unless their dtype, shape and values fit `problem` for (B, L) logits."
-    B, n = batch_size, num_labels
-    if not isinstance(labels, torch.Tensor): raise TypeError(f'`labels` must be a torch.Tensor, got {type(labels).__name__}')
-    if problem == 'single_label_classification':
-        if tuple(labels.shape) not in ((B,), (B, 1)):
-            raise ValueError(f'`labels` for single-label classification must be (B,) = ({B},) class ids, got shape '
-                             f'{tuple(labels.shape)}' + ('; for multi-label targets pass floats' if labels.ndim == 2 else ''))
-        _check_class_ids(labels, n, 'class ids')
-        return
-    if not labels.is_floating_point():
-        raise TypeError(f'`labels` for {problem.replace("_", " ")} must be floating point ({dtype}), got {labels.dtype}'
-                        + ('; class ids belong to single-label classification' if problem != 'regression' else ''))
-    if labels.dtype != dtype:
-        raise TypeError(f'`labels` are {labels.dtype} but the logits are {dtype}: pass `labels.to({dtype})`')
-    allowed = ((B,), (B, 1)) if problem == 'regression' and n == 1 else ((B, n),)
-    if tuple(labels.shape) not in allowed:
-        raise ValueError(f'`labels` for {problem.replace("_", " ")} must have shape {" or ".join(map(str, allowed))}, '
-                         f'got {tuple(labels.shape)}' + ('; for single-label classification pass integer class ids'
-                                                          if problem == 'multi_label_classification' and labels.ndim == 1 else ''))
-    if problem == 'multi_label_classification' and checking_values() and bool(((labels < 0) | (labels > 1)).any()):
-        raise ValueError(f'`labels` for multi-label classification must lie in [0, 1], got values in '
-                         f'[{labels.min().item()}, {labels.max().item()}]')
-
-def _classification_loss(config: PerceiverConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    "The loss transformers uses for sequence classification; an inferred `problem_type` is recorded once the loss exists."
-    problem = _problem_type(config, labels) if isinstance(labels, torch.Tensor) else config.problem_type
-    _check_classification_labels(problem, labels, *logits.shape, logits.dtype)
-    n = config.num_labels
-    if problem == 'regression':
-        loss = F.mse_loss(logits.squeeze(), labels.squeeze()) if n == 1 else F.mse_loss(logits, labels)
-    elif problem == 'single_label_classification':  # int32 labels work too (transformers' loss fails on them)
-        loss = F.cross_entropy(logits.view(-1, n), labels.view(-1).long())
-    else:
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-    if config.problem_type is None: config.problem_type = problem  # only now: a refused call must not change the config
-    return loss
-
 # %% ../../nbs/31_task_text.ipynb #6b1a7f7d
 class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
     "Perceiver IO text classifier: (B, M) byte ids → (B, num_labels) logits."
@@ -160,17 +95,9 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
                 input_ids: torch.Tensor | None = None,  # alias of `inputs`
                ) -> PerceiverClassifierOutput | tuple:
         inputs = _pick_inputs(inputs, input_ids)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        if labels is not None:  # refused before the model runs
-            check_shape(inputs, 'inputs', ('B', 'M'))
-            _check_classification_labels(_problem_type(self.config, labels) if isinstance(labels, torch.Tensor) else None,
-                                         labels, inputs.shape[0], self.config.num_labels, self.dtype)
-        out = self.perceiver(inputs, attention_mask=attention_mask, output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states)
-        loss = None if labels is None else _classification_loss(self.config, out.logits, labels)
-        res = PerceiverClassifierOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states,
-                                        attentions=out.attentions, cross_attentions=out.cross_attentions)
-        return res if return_dict else res.to_tuple()
+        if labels is not None: check_shape(inputs, 'inputs', ('B', 'M'))  # the labels' batch is read from it
+        return _classifier_forward(self, inputs, labels, return_dict, attention_mask=attention_mask,
+                                   output_attentions=output_attentions, output_hidden_states=output_hidden_states)
 
 # %% ../../nbs/31_task_text.ipynb #01a95064
 DEMO_SENTENCES = ['Latents read the input by cross-attention.', 'Self-attention mixes the latents.',
