@@ -59,3 +59,10 @@ def test_exported_code_is_shown(nb):
     hidden = [i for i, c in enumerate(cells(nb)) if c['cell_type'] == 'code'
               and re.search(r'^#\|\s*export\s*$', ''.join(c['source']), re.M)]
     assert not hidden, f'{nb.name}: cells {hidden} use `#| export`; use `#| exports` so the page shows the implementation'
+
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.name)
+def test_at_most_three_refusals_per_page(nb):
+    # A page shows one or two illustrative refusals; the full error contract lives in tests/ (one place to update a message).
+    n = sum(''.join(c['source']).count('test_fail(') for c in cells(nb) if c['cell_type'] == 'code')
+    assert n <= 3, f'{nb.name}: {n} test_fail checks; keep at most 3 on the page and move the rest to tests/ (test_error_contract.py)'
