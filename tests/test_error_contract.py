@@ -2,8 +2,7 @@
 actual value. The pages keep one or two illustrative refusals each; the rest live here (one place to update a
 message), grouped by the page that introduces the function. Checks already made elsewhere in `tests/` are not repeated.
 """
-import io, json, re
-from pathlib import Path
+import re
 
 import numpy as np
 import PIL.Image
@@ -49,20 +48,12 @@ def test_core_checks():
 
 # 01_bytes_tokenizer
 def test_tokenizer_refusals():
-    from perceiver_nb.tokenizer import PerceiverTokenizer, _format
+    from perceiver_nb.tokenizer import PerceiverTokenizer
     tok = PerceiverTokenizer()
     texts = ['hello', 'é', '汉字 🙂']
-    with raises(ValueError, 'pass `padding=True`'): _format('input_ids', [[4, 5], [4, 9, 5]], True, 'pt')
     with raises(ValueError, 'rows of lengths [7, 4, 13]'): tok(texts, return_tensors='np')
-    with raises(ValueError, '`text[1]` must be a str, got int'): tok(['ok', 3])
-    with raises(ValueError, '`text_pair` must be a str'): tok('a', ['b'])
-    with raises(ValueError, '`text` contains'): tok('a\ud800')
-    with raises(ValueError, '`padding` must be one of'): tok('a', padding='max')
-    with raises(ValueError, '`max_length` must be a positive int'): tok('a', max_length=0)
-    with raises(ValueError, 'empty batch'): tok([])
     with raises(ValueError, 'got -1'): tok.decode(torch.tensor([-1]))
     with raises(ValueError, '`sequences` must be a batch'): tok.batch_decode(7)
-    with raises(ValueError, '`tokens` must hold special tokens'): tok.convert_tokens_to_ids('汉')
 
 
 # 02_attention, 03_layers, 04_encoder
@@ -73,15 +64,12 @@ def test_attention_layer_encoder_refusals():
     xattn = PerceiverSelfAttention(cfg, is_cross_attention=True, qk_channels=4, v_channels=10, num_heads=2, q_dim=8, kv_dim=6).eval()
     z, x = torch.randn(2, 5, 8), torch.randn(2, 7, 6)
     with raises(ValueError, '`inputs` must have shape (B, M, 6) with B=2, got shape (1, 7, 6) (B=1)'): xattn(z, inputs=x[:1])
-    with raises(ValueError, '`inputs_mask` must have shape (B, M) with M=7'): xattn(z, inputs=x, inputs_mask=torch.ones(2, 6))
     with raises(ValueError, '`v_channels`=10 must be divisible by `num_heads`=4'): PerceiverSelfAttention(cfg, v_channels=10, num_heads=4, q_dim=8)
     with raises(ValueError, 'needs `v_channels`=4 equal to `q_dim`=8'): PerceiverAttention(cfg, q_dim=8, qk_channels=4)
     cfg = PerceiverConfig(num_latents=5, d_latents=8, d_model=6, num_self_attends_per_block=1, num_self_attention_heads=2,
                           num_cross_attention_heads=1)
     enc = PerceiverEncoder(cfg).eval()
     z = PerceiverEmbeddings(cfg)(2).detach()
-    with raises(ValueError, '`d_latents`=12 must be divisible by `num_cross_attention_heads`=5'):
-        PerceiverEncoder(PerceiverConfig(d_latents=12, num_self_attention_heads=4, num_cross_attention_heads=5))
     with raises(ValueError, '`inputs` must have 3 dimensions (B, M, 6), got 2 dimensions'): enc(z, inputs=x[0])
     with raises(ValueError, '`hidden_states` must have shape (B, N, 8), got (2, 5, 4)'): enc(z[..., :4], inputs=x)
 
@@ -110,7 +98,6 @@ def test_config_refusals(tmp_path):
     with raises(ValueError, '`qk_channels` must be a positive int or None'): PerceiverConfig(qk_channels=12.5)
     with raises(ValueError, "must be one of ('kv', 'q'), got 'k'"): PerceiverConfig(cross_attention_shape_for_attention='k')
     with raises(ValueError, '`train_size` must have 2 entries'): PerceiverConfig(train_size=[368])
-    with raises(ValueError, 'probability in [0, 1]'): PerceiverConfig(attention_probs_dropout_prob=1.5)
     with raises(ValueError, '`problem_type` must be one of'): PerceiverConfig(problem_type='ranking')
     with raises(AttributeError, "no field 'no_such_field'"): PerceiverConfig().no_such_field
 
@@ -154,10 +141,6 @@ def test_preprocessor_refusals():
         PerceiverImagePreprocessor(cfg, prep_type='conv1x1', out_channels=5, concat_or_add_pos='add', **fourier)(batch)
     with raises(ValueError, 'project_pos_dim=8 projects from `out_channels`=64 channels, but the position encoding has 18'):
         PerceiverImagePreprocessor(cfg, prep_type='pixels', project_pos_dim=8, **fourier)
-    with raises(ValueError, '`temporal_downsample` must be 1, got 2'):
-        PerceiverImagePreprocessor(cfg, prep_type='conv1x1', temporal_downsample=2, **fourier)
-    with raises(ValueError, "unexpected keyword arguments ['fourier_kwargs']"):
-        PerceiverImagePreprocessor(cfg, fourier_kwargs=dict(num_bands=4))
     prep = PerceiverImagePreprocessor(cfg, prep_type='conv1x1', spatial_downsample=1, **fourier).requires_grad_(False)
     with raises(ValueError, '`inputs` must have 4 dimensions (B, C, H, W) or 5 dimensions (B, T, C, H, W), got 3 dimensions'):
         prep(torch.zeros(24, 32, 3))
@@ -168,8 +151,6 @@ def test_preprocessor_refusals():
     flow_prep = PerceiverImagePreprocessor(cfg, prep_type='patches', spatial_downsample=1, temporal_downsample=2,
                                            conv_after_patching=True, conv_after_patching_in_channels=54,
                                            fourier_position_encoding_kwargs=dict(num_bands=3, max_resolution=(6, 10)))
-    with raises(ValueError, 'the patches have 52 channels (t·s·s·C = 2·1·1·26) but `conv_after_patching_in_channels`=54'):
-        flow_prep(torch.zeros(2, 2, 26, 6, 10))
 
     prep = PerceiverAudioPreprocessor(cfg, samples_per_patch=16, fourier_position_encoding_kwargs=dict(num_bands=8, max_resolution=(96,)))
     clips = torch.rand(4, 96, 1) * 2 - 1
@@ -181,15 +162,12 @@ def test_image_processor_refusals(tmp_path):
     from perceiver_nb.image_processor import PerceiverImageProcessor, _channel_stats, _size_dict, as_rgb_array, resize_image
     gray = np.array([[0, 128], [255, 7]], dtype=np.uint8)
     with raises(ValueError, "Pillow image in mode 'L', expected 'RGB'"): as_rgb_array(PIL.Image.fromarray(gray))
-    with raises(ValueError, 'got 4 (RGBA)'): as_rgb_array(np.zeros((2, 2, 4), np.uint8))
     with raises(ValueError, 'must be one image of shape (H, W), (H, W, C) or (C, H, W), got shape (5,)'): as_rgb_array(np.zeros(5))
     with raises(ValueError, 'got shape (2, 3, 8, 8)'): as_rgb_array(np.zeros((2, 3, 8, 8)))
     with raises(ValueError, 'must hold 1, 3 or 4 channels, first (C, H, W) or last (H, W, C), got shape (5, 6, 7)'): as_rgb_array(np.zeros((5, 6, 7)))
     with raises(ValueError, 'got shape (2, 6, 7)'): as_rgb_array(np.zeros((2, 6, 7)))
-    with raises(ValueError, 'got dtype bool'): as_rgb_array(np.zeros((6, 7, 3), dtype=bool))
     with raises(ValueError, 'at least one row, column and channel, got shape (0, 7, 3)'): as_rgb_array(np.zeros((0, 7, 3)))
     with raises(ValueError, '`input_data_format` must be'): as_rgb_array(np.zeros((5, 7, 3), np.uint8), input_data_format='NHWC')
-    with raises(ValueError, 'must lie in [0, 1] to be resized'): resize_image(np.full((4, 4, 3), 2.5), 2, 2)
     with raises(ValueError, 'finite'): resize_image(np.full((4, 4, 3), np.nan), 2, 2)
     with raises(ValueError, "`size` must be an int, an (h, w) pair or a dict with keys 'height' and 'width'"): _size_dict({'shortest_edge': 224}, 'size')
     with raises(ValueError, '`image_std` must be a number or 3 numbers'): _channel_stats([0.5, 0.5], 'image_std')
@@ -202,7 +180,6 @@ def test_image_processor_refusals(tmp_path):
     with raises(ValueError, 'got shape (1, 2, 3, 8, 8)'): processor(np.zeros((1, 2, 3, 8, 8), np.uint8))
     with raises(ValueError, '`images[0]` must hold 1, 3 or 4 channels'): processor(np.zeros((2, 8, 8, 5), np.uint8))
     with raises(ValueError, '`images` must have 3 (RGB) channels, got 1 (grayscale)'): processor(a[..., 0])
-    with raises(ValueError, 'at least one image'): processor([])
     with raises(ValueError, 'too small'): processor(np.zeros((1, 6, 3), np.uint8), input_data_format='channels_last')
 
 
@@ -210,7 +187,7 @@ def test_image_processor_refusals(tmp_path):
 def test_decoder_and_postprocessor_refusals():
     from perceiver_nb.decoders.basic import PerceiverBasicDecoder
     from perceiver_nb.decoders.classification import PerceiverClassificationDecoder
-    from perceiver_nb.postprocessors import PerceiverEmbeddingDecoder, PerceiverMultimodalPostprocessor, PerceiverProjectionPostprocessor
+    from perceiver_nb.postprocessors import PerceiverEmbeddingDecoder, PerceiverProjectionPostprocessor
     cfg = PerceiverConfig(d_latents=12, num_labels=3, attention_probs_dropout_prob=0.0)
     B, N, D, grid, E, E_out = 2, 5, 12, (3, 7), 10, 6
     x = torch.randn(B, 9, 4)
@@ -227,9 +204,6 @@ def test_decoder_and_postprocessor_refusals():
 
     y = torch.randn(2, 7, 10)
     with raises(ValueError, '`inputs` must have shape (B, ..., 10), got (2, 7, 9)'): PerceiverProjectionPostprocessor(10, 3)(y[..., :-1])
-    post = PerceiverMultimodalPostprocessor(dict(image=PerceiverProjectionPostprocessor(10, 3), label=PerceiverProjectionPostprocessor(10, 3)),
-                                            input_is_dict=True)
-    with raises(ValueError, "no entry for the modalities ['label']"): post({'image': y})
     cfg = PerceiverConfig(num_labels=3, vocab_size=262, d_model=16)
     head, h = PerceiverEmbeddingDecoder(cfg), torch.randn(2, 7, 16)
     with raises(ValueError, '`hidden_states` must have shape (B, O, 16), got (2, 7, 15)'): head(h[..., :-1], nn.Embedding(262, 16))

@@ -46,7 +46,7 @@ README_FILES = ROOT/'README_files'  # images of README.md, if the index page eve
 MATHJAX_VERSION = '3.2.2'
 # The sidebar groups the series by the tens digit of the notebook number (STYLE.md).
 GROUPS = [(0, 9, 'Foundations'), (10, 19, 'Preprocessors'), (20, 29, 'Decoders and postprocessors'),
-          (30, 39, 'Models'), (40, 49, 'End to end'), (50, 59, 'Performance'), (90, 99, 'API')]
+          (30, 39, 'Models'), (40, 49, 'End to end'), (50, 59, 'Performance'), (90, 94, 'API'), (95, 99, 'Appendix')]
 OTHER_GROUP = 'More'
 
 
