@@ -159,6 +159,7 @@ def test_multimodal_decoder_matches_transformers(names, layout, pad, kw):
     # decoding without subsampling works and has every output
     full = ours.decoder_query(x, sizes)
     assert full.shape == (2, n_a + n_v + 1, ours.num_query_channels)
+    with pytest.raises(RuntimeError, match='expanded size'): theirs.decoder_query(x, sizes)  # transformers: no full decode
     with torch.no_grad(): assert ours(full, z).logits.shape == (2, n_a + n_v + 1, 6)
 
 

@@ -68,3 +68,25 @@ def test_no_exported_cell_over_60_lines(nb):
     long = [(i, n) for i, c in enumerate(cells(nb)) if c['cell_type'] == 'code'
             and re.search(r'^#\|\s*exports?\s*$', src := ''.join(c['source']), re.M) and (n := len(src.splitlines())) > 60]
     assert not long, f'{nb.name}: exported cells (index, lines) {long} are over 60 lines; split them'
+
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.name)
+def test_at_most_three_refusals_per_page(nb):
+    # A page shows one or two illustrative refusals; the full error contract lives in tests/ (one place to update a message).
+    n = sum(''.join(c['source']).count('test_fail(') for c in cells(nb) if c['cell_type'] == 'code')
+    assert n <= 3, f'{nb.name}: {n} test_fail checks; keep at most 3 on the page and move the rest to tests/ (test_error_contract.py)'
+
+
+def test_appendix_names_tests_that_exist():
+    # Each row of the differences appendix names the test that proves it; a renamed or deleted test must not leave a
+    # dangling reference (a `file::name` test id: the file exists and defines the function).
+    import ast
+    text = '\n'.join(''.join(c['source']) for c in cells(ROOT/'nbs'/'95_differences.ipynb') if c['cell_type'] == 'markdown')
+    ids = set(re.findall(r'`(tests/[\w/]+\.py)::(\w+)`', text))
+    assert len(ids) >= 30, f'only {len(ids)} test ids found in the appendix'
+    missing = []
+    for path, name in sorted(ids):
+        f = ROOT/path
+        defs = {n.name for n in ast.walk(ast.parse(f.read_text(encoding='utf-8'))) if isinstance(n, ast.FunctionDef)} if f.exists() else set()
+        if name not in defs: missing.append(f'{path}::{name}')
+    assert not missing, f'the appendix names tests that do not exist: {missing}'

@@ -22,7 +22,8 @@ README, SIDEBAR = ROOT/'README.md', NBS/'sidebar.yml'
 README_FILES = ROOT/'README_files'  # images of README.md, if the index page ever shows one
 # The sidebar groups the series by the tens digit of the notebook number (STYLE.md) ...
 GROUPS = [(0, 9, 'Foundations'), (10, 19, 'Preprocessors'), (20, 29, 'Decoders and postprocessors'),
-          (30, 39, 'Models'), (40, 49, 'End to end'), (50, 59, 'Performance'), (60, 69, 'Training'), (90, 99, 'API')]
+          (30, 39, 'Models'), (40, 49, 'End to end'), (50, 59, 'Performance'), (60, 69, 'Training'), (90, 94, 'API'),
+          (95, 99, 'Appendix')]
 # ... except the reference pages: looked up when needed, not read in order, so the reading order skips them.
 REFERENCE, REFERENCE_GROUP = {6, 7, 8, 9, 15}, 'Reference'
 OTHER_GROUP = 'More'
