@@ -67,8 +67,10 @@ def attention_kernel(q: torch.Tensor,  # (B, H, N, c_qk/H) queries, split into h
                     ) -> str:  # 'fused' or 'explicit'
     "The faster attention path for these heads: `F.scaled_dot_product_attention` ('fused') or matmul-softmax-matmul."
     if q.device.type != 'cpu': return 'fused'
-    flash_on_cpu = q.shape[-1] == v.shape[-1] and dropout_p == 0  # else PyTorch falls back to its slower "math" kernel
-    return 'fused' if flash_on_cpu else 'explicit'
+    # PyTorch's CPU flash kernel needs equal head widths and no dropout (else a slower "math" fallback runs); in
+    # bfloat16/float16 it is slower than the explicit path (measured: the performance page)
+    flash_faster = q.dtype == torch.float32 and q.shape[-1] == v.shape[-1] and dropout_p == 0
+    return 'fused' if flash_faster else 'explicit'
 
 # %% ../nbs/02_attention.ipynb #5f19cf23
 def _setting(value, config: PerceiverConfig | None, field: str):
