@@ -343,7 +343,7 @@ def unigram_entropy(ids: torch.Tensor) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * p.log()).sum())
 
-_STDLIB_BOUND = 1.05  # the short run's final loss lies below this multiple of the unigram entropy
+_STDLIB_BOUND = 1.10  # the short run's final loss lies below this multiple of the unigram entropy (measured 0.99-1.02)
 _SLOW_STEPS = 3000  # the slow run: measured 93 s of one (shared) CPU core
 
 # %% ../nbs/60_training.ipynb #f626f176
